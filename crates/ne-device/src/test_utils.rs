@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Helpers shared by unit tests, integration tests, property tests and fuzz targets: the
+//! driver's side of the mailbox as Linux performs it, and an interpreter of raw BAR ops.
+//!
+//! Test code: it panics when the device does not answer as a test requires.
+#![allow(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used
+)]
+
+use ne_abi::cmd::Request;
+use ne_abi::{regs, CmdReply, Command};
+use zerocopy::FromBytes;
+
+use crate::config_space::{MSIX_CONTROL, MSIX_ENABLE};
+use crate::hypervisor::Hypervisor;
+use crate::interrupt::Interrupt;
+use crate::msix;
+use crate::NePciDevice;
+
+/// The device the driver helpers act on, with any interrupt sink and hypervisor.
+pub type Device<I, H> = NePciDevice<I, H>;
+
+/// Writes `bytes` at `offset` the way x86 `memcpy_toio` does for a 4-aligned destination:
+/// 4-byte writes, then a 2-byte and a 1-byte tail.
+pub fn memcpy_toio<I: Interrupt, H: Hypervisor>(
+    device: &mut Device<I, H>,
+    offset: u64,
+    bytes: &[u8],
+) {
+    let mut at = 0;
+    for width in [4, 2, 1] {
+        while bytes.len() - at >= width {
+            device
+                .write_bar(offset + at as u64, &bytes[at..at + width])
+                .expect("interrupt sink");
+            at += width;
+            if width < 4 {
+                break;
+            }
+        }
+    }
+}
+
+/// Reads `len` bytes at `offset` the way x86 `memcpy_fromio` does: 4-byte reads, then a
+/// 2-byte and a 1-byte tail.
+pub fn memcpy_fromio<I: Interrupt, H: Hypervisor>(
+    device: &mut Device<I, H>,
+    offset: u64,
+    len: usize,
+) -> Vec<u8> {
+    let mut out = vec![0; len];
+    let mut at = 0;
+    for width in [4, 2, 1] {
+        while len - at >= width {
+            device.read_bar(offset + at as u64, &mut out[at..at + width]);
+            at += width;
+            if width < 4 {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Enables MSI-X and unmasks both vectors, as `pci_alloc_irq_vectors` + `request_irq` do.
+pub fn setup_msix<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>) {
+    device
+        .write_config(MSIX_CONTROL as u64, &MSIX_ENABLE.to_le_bytes())
+        .expect("interrupt sink");
+    for entry in 0..2u64 {
+        let control = msix::TABLE_OFFSET + entry * msix::ENTRY_BYTES as u64 + 12;
+        device
+            .write_bar(control, &0u32.to_le_bytes())
+            .expect("interrupt sink");
+    }
+}
+
+/// The Linux probe: MSI-X set up, then `ENABLE` 0 and poll, `VERSION` 1, `ENABLE` 1.
+/// Panics if the device does not answer as the driver requires.
+pub fn probe<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>) {
+    setup_msix(device);
+    device
+        .write_bar(regs::ENABLE, &[regs::ENABLE_OFF])
+        .expect("interrupt sink");
+    assert_eq!(read_u8(device, regs::ENABLE), regs::ENABLE_OFF, "disable");
+    device
+        .write_bar(regs::VERSION, &regs::VERSION_MAX.to_le_bytes())
+        .expect("interrupt sink");
+    assert_eq!(
+        read_u16(device, regs::VERSION),
+        regs::VERSION_MAX,
+        "version"
+    );
+    device
+        .write_bar(regs::ENABLE, &[regs::ENABLE_ON])
+        .expect("interrupt sink");
+    assert_eq!(read_u8(device, regs::ENABLE), regs::ENABLE_ON, "enable");
+}
+
+/// Writes the request, rings the doorbell and reads the 72-byte reply, as `ne_do_request`
+/// does (without waiting: a reply that is pending reads as the previous one).
+pub fn request<R: Request, I: Interrupt, H: Hypervisor>(
+    device: &mut Device<I, H>,
+    req: &R,
+) -> CmdReply {
+    memcpy_toio(device, regs::SEND_DATA, req.as_bytes());
+    ring(device, R::COMMAND.number());
+    read_reply(device)
+}
+
+/// Writes `command` to `NE_COMMAND` with one 4-byte write.
+pub fn ring<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>, command: u32) {
+    device
+        .write_bar(regs::COMMAND, &command.to_le_bytes())
+        .expect("interrupt sink");
+}
+
+/// Reads the 72-byte reply from `NE_RECV_DATA`.
+pub fn read_reply<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>) -> CmdReply {
+    let bytes = memcpy_fromio(device, regs::RECV_DATA, size_of::<CmdReply>());
+    CmdReply::read_from_bytes(&bytes).expect("72 bytes")
+}
+
+/// Reads one byte of BAR 3.
+pub fn read_u8<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>, offset: u64) -> u8 {
+    let mut byte = [0];
+    device.read_bar(offset, &mut byte);
+    byte[0]
+}
+
+/// Reads a little-endian u16 of BAR 3.
+pub fn read_u16<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>, offset: u64) -> u16 {
+    let mut bytes = [0; 2];
+    device.read_bar(offset, &mut bytes);
+    u16::from_le_bytes(bytes)
+}
+
+/// Reads a little-endian u32 of BAR 3.
+pub fn read_u32<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>, offset: u64) -> u32 {
+    let mut bytes = [0; 4];
+    device.read_bar(offset, &mut bytes);
+    u32::from_le_bytes(bytes)
+}
+
+/// One raw operation on the device, as a fuzzer or property test generates it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BarOp {
+    /// Read `len` bytes of BAR 3 at `offset`.
+    Read {
+        /// BAR offset.
+        offset: u16,
+        /// Bytes to read.
+        len: u8,
+    },
+    /// Write `data` to BAR 3 at `offset`.
+    Write {
+        /// BAR offset.
+        offset: u16,
+        /// Bytes to write.
+        data: Vec<u8>,
+    },
+    /// Read `len` bytes of config space at `offset`.
+    ReadConfig {
+        /// Config-space offset.
+        offset: u16,
+        /// Bytes to read.
+        len: u8,
+    },
+    /// Write `data` to config space at `offset`.
+    WriteConfig {
+        /// Config-space offset.
+        offset: u16,
+        /// Bytes to write.
+        data: Vec<u8>,
+    },
+    /// Write `payload` to `NE_SEND_DATA` and ring `command` (any number, valid or not).
+    Command {
+        /// The doorbell value.
+        command: u32,
+        /// The request bytes (at most 240 are written).
+        payload: Vec<u8>,
+    },
+}
+
+impl BarOp {
+    /// A well-formed command op for `command` with request bytes `payload`.
+    pub fn command(command: Command, payload: &[u8]) -> BarOp {
+        BarOp::Command {
+            command: command.number(),
+            payload: payload.to_vec(),
+        }
+    }
+
+    /// Applies the op to `device`.
+    pub fn apply<I: Interrupt, H: Hypervisor>(
+        &self,
+        device: &mut Device<I, H>,
+    ) -> Result<(), crate::Error<I::Error>> {
+        match self {
+            BarOp::Read { offset, len } => {
+                let mut data = vec![0; usize::from(*len)];
+                device.read_bar(u64::from(*offset), &mut data);
+                Ok(())
+            }
+            BarOp::Write { offset, data } => device.write_bar(u64::from(*offset), data),
+            BarOp::ReadConfig { offset, len } => {
+                let mut data = vec![0; usize::from(*len)];
+                device.read_config(u64::from(*offset), &mut data);
+                Ok(())
+            }
+            BarOp::WriteConfig { offset, data } => device.write_config(u64::from(*offset), data),
+            BarOp::Command { command, payload } => {
+                let len = payload.len().min(regs::SEND_DATA_SIZE);
+                device.write_bar(regs::SEND_DATA, &payload[..len])?;
+                device.write_bar(regs::COMMAND, &command.to_le_bytes())
+            }
+        }
+    }
+}
