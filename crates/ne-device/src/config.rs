@@ -146,7 +146,10 @@ mod tests {
     #[test]
     fn test_config_unaligned_ram_is_rejected() {
         let config = DeviceConfig {
-            parent_ram: vec![Range { start: 0, end: 0x1000 }],
+            parent_ram: vec![Range {
+                start: 0,
+                end: 0x1000,
+            }],
             ..DeviceConfig::default()
         };
         assert!(matches!(
