@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The command line: nitro-cli's subcommands and flags, plus the emulated parent's.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ne_parent::ParentConfig;
+use serde_json::{json, Value};
+
+use crate::eif_cmds::{self, BuildArgs};
+use crate::error::{CliError, Code, Result};
+use crate::parent::client::call;
+use crate::parent::protocol::{Cpus, Request, Target};
+use crate::parent::server;
+use crate::paths::socket_path;
+
+/// Run Nitro Enclaves on an emulated parent, with nitro-cli's commands and JSON.
+#[derive(Debug, Parser)]
+#[command(name = "nectl", version, about)]
+pub struct Cli {
+    /// The emulated parent's socket [default: $NECTL_SOCKET, else
+    /// $XDG_RUNTIME_DIR/nectl/parent.sock, else /tmp/nectl-<uid>/parent.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Launch an enclave from an EIF (starts the emulated parent if none runs).
+    RunEnclave(RunArgs),
+    /// List the running enclaves as a JSON array.
+    DescribeEnclaves,
+    /// Terminate enclaves.
+    TerminateEnclave(TerminateArgs),
+    /// Validate an EIF and print its measurements and metadata.
+    DescribeEif {
+        /// The EIF file.
+        #[arg(long)]
+        eif_path: PathBuf,
+    },
+    /// Build an EIF from a kernel, a command line and ramdisks.
+    BuildEif(BuildEifArgs),
+    /// Explain an error code (E03, E26, …).
+    Explain {
+        /// The code.
+        code: String,
+    },
+    /// Manage the emulated parent (the background process that holds the enclaves).
+    #[command(subcommand)]
+    Parent(ParentCommand),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The EIF to run.
+    #[arg(long)]
+    eif_path: PathBuf,
+    /// How many vCPUs (whole cores are taken from the pool).
+    #[arg(long, conflicts_with = "cpu_ids", required_unless_present = "cpu_ids")]
+    cpu_count: Option<u32>,
+    /// Which vCPUs, e.g. `1,5` or `1 5`.
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
+    cpu_ids: Option<Vec<u32>>,
+    /// Memory in MiB.
+    #[arg(long)]
+    memory: u64,
+    /// The enclave's CID (default: the device picks one).
+    #[arg(long)]
+    enclave_cid: Option<u64>,
+    /// Start in debug mode.
+    #[arg(long)]
+    debug_mode: bool,
+    /// A name for the enclave (default: the EIF's file name without extension).
+    #[arg(long)]
+    enclave_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct TerminateArgs {
+    /// The enclave's ID, as describe-enclaves prints it.
+    #[arg(long)]
+    enclave_id: Option<String>,
+    /// The enclave's name.
+    #[arg(long)]
+    enclave_name: Option<String>,
+    /// Every enclave.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Debug, Args)]
+struct BuildEifArgs {
+    /// The kernel image.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// The kernel command line.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// A ramdisk (repeat; the first is the bootstrap).
+    #[arg(long = "ramdisk", required = true)]
+    ramdisks: Vec<PathBuf>,
+    /// Where to write the EIF.
+    #[arg(long)]
+    output: PathBuf,
+    /// The image name in the metadata (default: the output's file stem).
+    #[arg(long)]
+    name: Option<String>,
+    /// The image version in the metadata.
+    #[arg(long, default_value = "1.0")]
+    image_version: String,
+    /// The kernel is for arm64.
+    #[arg(long)]
+    arm64: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ParentCommand {
+    /// Run the emulated parent in the foreground (what `run-enclave` starts in the background).
+    Run(ParentRunArgs),
+    /// Terminate every enclave and stop the emulated parent.
+    Stop,
+    /// Describe the emulated parent: CPUs, pool, hugepages, enclaves.
+    Status,
+    /// Make an enclave exit or crash on its own, as the hypervisor would report it.
+    EndEnclave {
+        /// The enclave's ID or name.
+        #[arg(long)]
+        enclave: String,
+        /// Crash instead of exiting cleanly.
+        #[arg(long)]
+        crash: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ParentRunArgs {
+    /// RAM in MiB (only what enclaves touch is backed).
+    #[arg(long, default_value_t = 4096)]
+    ram_mib: u64,
+    /// RAM in MiB the parent keeps; the rest is hugepages.
+    #[arg(long, default_value_t = 512)]
+    reserved_mib: u64,
+    /// CPU cores.
+    #[arg(long, default_value_t = 4)]
+    cores: u32,
+    /// Threads per core.
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// The NE CPU pool (`ne_cpus`) [default: every core but CPU 0's].
+    #[arg(long)]
+    cpu_pool: Option<String>,
+    /// The most enclaves at once.
+    #[arg(long, default_value_t = 4)]
+    max_enclaves: usize,
+}
+
+/// Runs a parsed command; `Some` is JSON to print.
+pub fn run(cli: Cli) -> Result<Option<Value>> {
+    let socket = socket_path(cli.socket.as_deref());
+    match cli.command {
+        Command::RunEnclave(args) => run_enclave(&socket, args).map(Some),
+        Command::DescribeEnclaves => describe_enclaves(&socket).map(Some),
+        Command::TerminateEnclave(args) => {
+            let target = match (args.enclave_id, args.enclave_name) {
+                (Some(id), _) => Target::Id(id),
+                (None, Some(name)) => Target::Name(name),
+                (None, None) => Target::All,
+            };
+            call(&socket, &Request::Terminate(target), false).map(Some)
+        }
+        Command::DescribeEif { eif_path } => eif_cmds::describe(&eif_path).map(Some),
+        Command::BuildEif(args) => eif_cmds::build(&BuildArgs {
+            kernel: args.kernel,
+            cmdline: args.cmdline,
+            ramdisks: args.ramdisks,
+            output: args.output,
+            name: args.name,
+            version: args.image_version,
+            arm64: args.arm64,
+        })
+        .map(Some),
+        Command::Explain { code } => explain(&code).map(Some),
+        Command::Parent(command) => parent(&socket, command),
+    }
+}
+
+fn run_enclave(socket: &Path, args: RunArgs) -> Result<Value> {
+    let cpus = match (args.cpu_count, args.cpu_ids) {
+        (Some(0), _) => {
+            return Err(CliError::new(
+                Code::InvalidArgument,
+                "--cpu-count must be at least 1",
+            ))
+        }
+        (Some(count), _) => Cpus::Count(count),
+        (None, Some(ids)) => {
+            let mut sorted = ids.clone();
+            sorted.sort_unstable();
+            if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+                return Err(CliError::new(
+                    Code::InvalidCpuConfiguration,
+                    format!("--cpu-ids lists CPU {} more than once", pair[0]),
+                ));
+            }
+            Cpus::Ids(ids)
+        }
+        (None, None) => {
+            return Err(CliError::new(
+                Code::InvalidArgument,
+                "give --cpu-count or --cpu-ids",
+            ))
+        }
+    };
+    let cid = args.enclave_cid.unwrap_or(0);
+    if (1..=3).contains(&cid) || cid >= u64::from(u32::MAX) {
+        return Err(CliError::new(
+            Code::InvalidArgument,
+            format!("--enclave-cid {cid} is reserved"),
+        )
+        .hint("omit it to let the device pick, or choose a CID from 4 to 4294967294"));
+    }
+    let eif_path = std::fs::canonicalize(&args.eif_path).map_err(|e| {
+        CliError::new(
+            Code::FileOperation,
+            format!("cannot open {}: {e}", args.eif_path.display()),
+        )
+        .hint("check the --eif-path")
+    })?;
+    let request = Request::Run {
+        eif_path,
+        memory_mib: args.memory,
+        cpus,
+        cid,
+        debug: args.debug_mode,
+        name: args.enclave_name,
+    };
+    call(socket, &request, true)
+}
+
+fn describe_enclaves(socket: &Path) -> Result<Value> {
+    // No parent running means no enclaves, as nitro-cli prints [] with none.
+    if !socket.exists() {
+        return Ok(json!([]));
+    }
+    call(socket, &Request::Describe, false)
+}
+
+fn explain(code: &str) -> Result<Value> {
+    let code = Code::from_id(code).ok_or_else(|| {
+        CliError::new(
+            Code::InvalidArgument,
+            format!("unknown error code {code:?}"),
+        )
+        .hint(format!(
+            "known codes: {}",
+            Code::ALL.map(Code::id).join(", ")
+        ))
+    })?;
+    Ok(json!({ "Code": code.id(), "Explanation": code.explanation() }))
+}
+
+fn parent(socket: &Path, command: ParentCommand) -> Result<Option<Value>> {
+    match command {
+        ParentCommand::Run(args) => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let config = ParentConfig {
+                ram_mib: args.ram_mib,
+                reserved_mib: args.reserved_mib,
+                cores: args.cores,
+                threads_per_core: args.threads,
+                cpu_pool: Some(
+                    args.cpu_pool
+                        .unwrap_or_else(|| ne_parent::default_pool(args.cores, args.threads)),
+                ),
+                max_slots: args.max_enclaves,
+                reply_timeout: Duration::from_secs(120),
+                ..ParentConfig::default()
+            };
+            server::serve(socket, config).map(|()| None)
+        }
+        ParentCommand::Stop => {
+            if !socket.exists() {
+                return Ok(Some(
+                    json!({ "Stopped": false, "Reason": "no emulated parent runs" }),
+                ));
+            }
+            call(socket, &Request::Stop, false).map(Some)
+        }
+        ParentCommand::Status => call(socket, &Request::Status, false).map(Some),
+        ParentCommand::EndEnclave { enclave, crash } => {
+            call(socket, &Request::End { enclave, crash }, false).map(Some)
+        }
+    }
+}

@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `build-eif` and `describe-eif`: local work on image files, no parent needed.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ne_eif::{Eif, EifBuilder, Metadata};
+use serde_json::{json, Value};
+
+use crate::error::{CliError, Code, Result};
+use crate::json::{BuiltJson, EifJson, MeasurementsJson, SectionJson};
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        CliError::new(
+            Code::FileOperation,
+            format!("cannot read {}: {e}", path.display()),
+        )
+        .hint("check the path and its permissions")
+    })
+}
+
+/// What `build-eif` needs.
+#[derive(Clone, Debug)]
+pub struct BuildArgs {
+    /// The kernel image.
+    pub kernel: PathBuf,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// The ramdisks, bootstrap first.
+    pub ramdisks: Vec<PathBuf>,
+    /// Where to write the EIF.
+    pub output: PathBuf,
+    /// The image name for the metadata (default: the output's file stem).
+    pub name: Option<String>,
+    /// The image version for the metadata.
+    pub version: String,
+    /// Mark the kernel as arm64.
+    pub arm64: bool,
+}
+
+/// Builds an EIF and prints its measurements.
+pub fn build(args: &BuildArgs) -> Result<Value> {
+    let kernel = read(&args.kernel)?;
+    let ramdisks = args
+        .ramdisks
+        .iter()
+        .map(|path| read(path))
+        .collect::<Result<Vec<_>>>()?;
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.output.file_stem().map_or_else(
+            || "enclave".to_owned(),
+            |s| s.to_string_lossy().into_owned(),
+        )
+    });
+    let builder = EifBuilder {
+        kernel,
+        cmdline: args.cmdline.clone(),
+        ramdisks,
+        metadata: Metadata::new(&name, &args.version, &build_time()),
+        flags: if args.arm64 {
+            ne_eif::format::FLAG_ARCH_ARM64
+        } else {
+            0
+        },
+    };
+    let (image, measurements) = builder.build().map_err(|e| {
+        CliError::new(Code::EifBuilding, e.to_string())
+            .hint("give a kernel and at least one --ramdisk")
+    })?;
+    std::fs::write(&args.output, image).map_err(|e| {
+        CliError::new(
+            Code::FileOperation,
+            format!("cannot write {}: {e}", args.output.display()),
+        )
+    })?;
+    Ok(json!(BuiltJson {
+        measurements: MeasurementsJson::from(&measurements),
+    }))
+}
+
+/// Validates an EIF and describes it.
+pub fn describe(path: &Path) -> Result<Value> {
+    let bytes = read(path)?;
+    let eif = Eif::parse(&bytes).map_err(|e| {
+        CliError::new(
+            Code::EifParsing,
+            format!("{} is not a valid EIF: {e}", path.display()),
+        )
+        .hint("rebuild it with `nectl build-eif`")
+    })?;
+    let metadata = eif
+        .metadata()
+        .ok()
+        .flatten()
+        .and_then(|m| serde_json::to_value(m).ok());
+    Ok(json!(EifJson {
+        version: eif.header().version,
+        measurements: MeasurementsJson::from(&eif.measurements()),
+        is_signed: eif.is_signed(),
+        check_crc: true,
+        arm_kernel: eif.is_arm64(),
+        size: bytes.len() as u64,
+        sections: eif
+            .sections()
+            .iter()
+            .map(|s| SectionJson {
+                kind: s.kind.name().to_owned(),
+                size: s.data.len() as u64,
+            })
+            .collect(),
+        metadata,
+    }))
+}
+
+/// Now (or `$SOURCE_DATE_EPOCH`, for reproducible images) in RFC 3339, UTC.
+fn build_time() -> String {
+    let seconds = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    rfc3339(seconds)
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SS+00:00` (proleptic Gregorian).
+fn rfc3339(seconds: u64) -> String {
+    let days = i64::try_from(seconds / 86_400).unwrap_or(0);
+    let rest = seconds % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn test_rfc3339_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00+00:00");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00+00:00");
+        assert_eq!(rfc3339(1_795_700_000), "2026-11-26T13:33:20+00:00");
+    }
+}

@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `nectl`'s library: the command line, the JSON it prints, its error codes, and the
+//! emulated parent as a background process. The `nectl` binary is a thin shell over
+//! [`cli::run`].
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod eif_cmds;
+pub mod error;
+pub mod json;
+pub mod parent;
+pub mod paths;

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Talking to the emulated parent, starting it in the background when none runs.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::error::{CliError, Code, Result};
+use crate::parent::protocol::{Request, Response};
+use crate::paths::log_path;
+
+/// How long a newly started parent has to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Sends `request` to the parent on `socket`, starting one first if none answers and
+/// `start` is set; returns what it answered.
+pub fn call(socket: &Path, request: &Request, start: bool) -> Result<Value> {
+    let stream = match UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(_) if start => {
+            spawn_parent(socket)?;
+            UnixStream::connect(socket).map_err(|e| unreachable(socket, &e.to_string()))?
+        }
+        Err(e) => {
+            return Err(unreachable(socket, &e.to_string())
+                .hint("no emulated parent runs; `nectl run-enclave` starts one"))
+        }
+    };
+    let mut line = serde_json::to_string(request)
+        .map_err(|e| CliError::new(Code::InvalidArgument, e.to_string()))?;
+    line.push('\n');
+    (&stream)
+        .write_all(line.as_bytes())
+        .map_err(|e| unreachable(socket, &e.to_string()))?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .map_err(|e| unreachable(socket, &e.to_string()))?;
+    match serde_json::from_str(&answer) {
+        Ok(Response::Ok(value)) => Ok(value),
+        Ok(Response::Err(error)) => Err(error),
+        Err(e) => Err(unreachable(
+            socket,
+            &format!("unreadable answer ({e}): {answer:?}"),
+        )),
+    }
+}
+
+fn unreachable(socket: &Path, why: &str) -> CliError {
+    CliError::new(
+        Code::ParentConnection,
+        format!(
+            "cannot talk to the emulated parent at {}: {why}",
+            socket.display()
+        ),
+    )
+    .hint(format!("its log is {}", log_path(socket).display()))
+}
+
+/// Starts `nectl parent run` in the background on `socket`, logging beside it, and waits
+/// until it listens.
+fn spawn_parent(socket: &Path) -> Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| unreachable(socket, &e.to_string()))?;
+    }
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(socket))
+        .map_err(|e| unreachable(socket, &format!("cannot open its log: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| unreachable(socket, &e.to_string()))?;
+    let mut child = Command::new(exe)
+        .args(["parent", "run", "--socket"])
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        // Its own process group: a Ctrl-C meant for this nectl does not reach it.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| unreachable(socket, &format!("cannot start it: {e}")))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if UnixStream::connect(socket).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Another nectl may have started one at the same moment; its socket counts.
+            if UnixStream::connect(socket).is_ok() {
+                return Ok(());
+            }
+            return Err(unreachable(
+                socket,
+                &format!("it exited at start ({status})"),
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Err(unreachable(socket, "it did not start listening in time"))
+}
