@@ -23,6 +23,8 @@ use crate::parent::protocol::{Cpus, Request, Response, Target};
 pub const DEFAULT_INSTANCE_ID: &str = "i-0000000000000000";
 /// The environment variable that sets the instance ID used in enclave IDs.
 pub const INSTANCE_ID_ENV: &str = "NECTL_INSTANCE_ID";
+/// How long `End` waits for the driver to see the enclave's event.
+const EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The longest request line accepted.
 const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 
@@ -342,7 +344,10 @@ impl Server {
         } else {
             self.parent.exit(uid)
         };
-        Ok(json!({ "EnclaveID": entry.id, "Ended": ended, "Crashed": crash }))
+        // Answer once the driver has seen the event (POLLHUP), so the next command finds
+        // the enclave gone.
+        let seen = ended && entry.launched.enclave.wait_event(EVENT_WAIT);
+        Ok(json!({ "EnclaveID": entry.id, "Ended": ended, "Crashed": crash, "EventSeen": seen }))
     }
 
     fn status(&self) -> Value {
