@@ -20,7 +20,7 @@ use crate::paths::socket_path;
 #[command(name = "nectl", version, about)]
 pub struct Cli {
     /// The emulated parent's socket [default: $NECTL_SOCKET, else
-    /// $XDG_RUNTIME_DIR/nectl/parent.sock, else /tmp/nectl-<uid>/parent.sock].
+    /// $XDG_RUNTIME_DIR/nectl/parent.sock, else /tmp/nectl-UID/parent.sock].
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     #[command(subcommand)]
