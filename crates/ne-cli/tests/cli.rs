@@ -96,6 +96,14 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `run-enclave --eif-path EIF` followed by the white-space separated `rest`.
+fn run_args<'a>(eif: &'a str, rest: &'a str) -> Vec<&'a str> {
+    ["run-enclave", "--eif-path", eif]
+        .into_iter()
+        .chain(rest.split_whitespace())
+        .collect()
+}
+
 #[test]
 fn test_run_describe_terminate_round_trip_with_nitro_cli_json() {
     let sandbox = Sandbox::new();
@@ -106,15 +114,7 @@ fn test_run_describe_terminate_round_trip_with_nitro_cli_json() {
     assert_eq!(described["EifVersion"], 4);
     assert_eq!(described["MetaData"]["ImageName"], "hello");
 
-    let run = sandbox.json(&[
-        "run-enclave",
-        "--eif-path",
-        path(&eif),
-        "--cpu-count",
-        "2",
-        "--memory",
-        "128",
-    ]);
+    let run = sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 128"));
     let keys: Vec<&str> = run
         .as_object()
         .unwrap()
@@ -148,20 +148,10 @@ fn test_run_describe_terminate_round_trip_with_nitro_cli_json() {
         "the hypervisor measured the same image"
     );
 
-    let debug = sandbox.json(&[
-        "run-enclave",
-        "--eif-path",
+    let debug = sandbox.json(&run_args(
         path(&eif),
-        "--cpu-ids",
-        "3,7",
-        "--memory",
-        "64",
-        "--debug-mode",
-        "--enclave-name",
-        "dbg",
-        "--enclave-cid",
-        "99",
-    ]);
+        "--cpu-ids 3,7 --memory 64 --debug-mode --enclave-name dbg --enclave-cid 99",
+    ));
     assert_eq!(debug["EnclaveCID"], 99);
 
     let list = sandbox.json(&["describe-enclaves"]);
@@ -188,115 +178,25 @@ fn test_failures_print_stable_codes_and_hints() {
     let sandbox = Sandbox::new();
     let (eif, _) = sandbox.eif("app");
     let eif = path(&eif);
+    sandbox.fails(&run_args(eif, "--cpu-count 2 --memory 32"), "E26");
+    sandbox.fails(&run_args(eif, "--cpu-count 2 --memory 100000"), "E27");
+    sandbox.fails(&run_args(eif, "--cpu-count 8 --memory 128"), "E22");
+    sandbox.fails(&run_args(eif, "--cpu-ids 1 1 --memory 128"), "E20");
+    sandbox.fails(&run_args(eif, "--cpu-ids 4 --memory 128"), "E21");
     sandbox.fails(
-        &[
-            "run-enclave",
-            "--eif-path",
-            eif,
-            "--cpu-count",
-            "2",
-            "--memory",
-            "32",
-        ],
-        "E26",
-    );
-    sandbox.fails(
-        &[
-            "run-enclave",
-            "--eif-path",
-            eif,
-            "--cpu-count",
-            "2",
-            "--memory",
-            "100000",
-        ],
-        "E27",
-    );
-    sandbox.fails(
-        &[
-            "run-enclave",
-            "--eif-path",
-            eif,
-            "--cpu-count",
-            "8",
-            "--memory",
-            "128",
-        ],
-        "E22",
-    );
-    sandbox.fails(
-        &[
-            "run-enclave",
-            "--eif-path",
-            eif,
-            "--cpu-ids",
-            "1,1",
-            "--memory",
-            "128",
-        ],
-        "E20",
-    );
-    sandbox.fails(
-        &[
-            "run-enclave",
-            "--eif-path",
-            eif,
-            "--cpu-ids",
-            "4",
-            "--memory",
-            "128",
-        ],
-        "E21",
-    );
-    sandbox.fails(
-        &[
-            "run-enclave",
-            "--eif-path",
-            eif,
-            "--cpu-count",
-            "2",
-            "--memory",
-            "128",
-            "--enclave-cid",
-            "3",
-        ],
+        &run_args(eif, "--cpu-count 2 --memory 128 --enclave-cid 3"),
         "E03",
     );
     sandbox.fails(
-        &[
-            "run-enclave",
-            "--eif-path",
-            "/no/such.eif",
-            "--cpu-count",
-            "2",
-            "--memory",
-            "128",
-        ],
+        &run_args("/no/such.eif", "--cpu-count 2 --memory 128"),
         "E19",
     );
-    sandbox.json(&[
-        "run-enclave",
-        "--eif-path",
+    sandbox.json(&run_args(
         eif,
-        "--cpu-count",
-        "2",
-        "--memory",
-        "128",
-        "--enclave-name",
-        "x",
-    ]);
+        "--cpu-count 2 --memory 128 --enclave-name x",
+    ));
     sandbox.fails(
-        &[
-            "run-enclave",
-            "--eif-path",
-            eif,
-            "--cpu-count",
-            "2",
-            "--memory",
-            "128",
-            "--enclave-name",
-            "x",
-        ],
+        &run_args(eif, "--cpu-count 2 --memory 128 --enclave-name x"),
         "E58",
     );
     sandbox.fails(&["terminate-enclave", "--enclave-name", "nobody"], "E40");
@@ -312,18 +212,7 @@ fn test_corrupt_image_is_refused_by_the_hypervisor_with_the_reason() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xFF;
     std::fs::write(&eif, bytes).unwrap();
-    let stderr = sandbox.fails(
-        &[
-            "run-enclave",
-            "--eif-path",
-            path(&eif),
-            "--cpu-count",
-            "2",
-            "--memory",
-            "128",
-        ],
-        "E36",
-    );
+    let stderr = sandbox.fails(&run_args(path(&eif), "--cpu-count 2 --memory 128"), "E36");
     assert!(stderr.contains("CRC mismatch"), "{stderr}");
     sandbox.fails(&["describe-eif", "--eif-path", path(&eif)], "E35");
     assert_eq!(
@@ -337,15 +226,7 @@ fn test_corrupt_image_is_refused_by_the_hypervisor_with_the_reason() {
 fn test_enclave_that_crashes_disappears_from_describe() {
     let sandbox = Sandbox::new();
     let (eif, _) = sandbox.eif("crashy");
-    sandbox.json(&[
-        "run-enclave",
-        "--eif-path",
-        path(&eif),
-        "--cpu-count",
-        "2",
-        "--memory",
-        "64",
-    ]);
+    sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 64"));
     let ended = sandbox.json(&["parent", "end-enclave", "--enclave", "crashy", "--crash"]);
     assert_eq!(ended["Ended"], true);
     assert_eq!(ended["EventSeen"], true, "the driver saw POLLHUP");
@@ -382,28 +263,9 @@ fn test_four_enclaves_run_and_the_fifth_is_refused() {
     let (eif, _) = sandbox.eif("many");
     let eif = path(&eif);
     for _ in 0..4 {
-        sandbox.json(&[
-            "run-enclave",
-            "--eif-path",
-            eif,
-            "--cpu-count",
-            "1",
-            "--memory",
-            "64",
-        ]);
+        sandbox.json(&run_args(eif, "--cpu-count 1 --memory 64"));
     }
-    let stderr = sandbox.fails(
-        &[
-            "run-enclave",
-            "--eif-path",
-            eif,
-            "--cpu-count",
-            "1",
-            "--memory",
-            "64",
-        ],
-        "E28",
-    );
+    let stderr = sandbox.fails(&run_args(eif, "--cpu-count 1 --memory 64"), "E28");
     assert!(stderr.contains("at most 4 enclaves"), "{stderr}");
     let names: Vec<String> = sandbox
         .json(&["describe-enclaves"])

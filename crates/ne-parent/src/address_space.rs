@@ -84,30 +84,33 @@ impl AddressSpace {
 
     /// Copies `bytes` into hugepage memory at `addr` (which may span mappings).
     pub fn write(&self, addr: u64, bytes: &[u8]) -> Result<()> {
-        let mut done = 0usize;
-        while done < bytes.len() {
-            let at = addr + done as u64;
-            let (paddr, room) = self.translate(at).ok_or(Error::Unmapped(at))?;
-            let len = usize::try_from(room)
-                .unwrap_or(usize::MAX)
-                .min(bytes.len() - done);
-            self.ram.write(paddr, &bytes[done..done + len])?;
-            done += len;
-        }
-        Ok(())
+        self.for_each_frame(addr, bytes.len(), |paddr, range| {
+            self.ram.write(paddr, &bytes[range])
+        })
     }
 
     /// Reads hugepage memory at `addr` into `buf`.
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
+        self.for_each_frame(addr, buf.len(), |paddr, range| {
+            self.ram.read(paddr, &mut buf[range])
+        })
+    }
+
+    /// Splits `len` bytes at user address `addr` at frame boundaries and calls `access`
+    /// with each piece's guest-physical address and its range of the caller's buffer.
+    fn for_each_frame(
+        &self,
+        addr: u64,
+        len: usize,
+        mut access: impl FnMut(u64, std::ops::Range<usize>) -> Result<()>,
+    ) -> Result<()> {
         let mut done = 0usize;
-        while done < buf.len() {
+        while done < len {
             let at = addr + done as u64;
             let (paddr, room) = self.translate(at).ok_or(Error::Unmapped(at))?;
-            let len = usize::try_from(room)
-                .unwrap_or(usize::MAX)
-                .min(buf.len() - done);
-            self.ram.read(paddr, &mut buf[done..done + len])?;
-            done += len;
+            let piece = usize::try_from(room).unwrap_or(usize::MAX).min(len - done);
+            access(paddr, done..done + piece)?;
+            done += piece;
         }
         Ok(())
     }

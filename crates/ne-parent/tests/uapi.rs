@@ -28,6 +28,15 @@ fn assert_ne_err<T: std::fmt::Debug>(
     );
 }
 
+/// A parent of 1 GiB shaped otherwise by `config`.
+fn small_parent(config: ne_parent::ParentConfig) -> ne_parent::Parent {
+    ne_parent::Parent::new(ne_parent::ParentConfig {
+        ram_mib: 1024,
+        ..config
+    })
+    .unwrap()
+}
+
 fn enclave(parent: &ne_parent::Parent) -> ParentEnclave {
     parent.driver().create_vm().unwrap()
 }
@@ -171,12 +180,10 @@ fn test_memory_contiguous_pages_in_one_region_merge_into_one_command() {
 
 #[test]
 fn test_memory_beyond_region_limit_is_mem_max_regions() {
-    let parent = ne_parent::Parent::new(ne_parent::ParentConfig {
-        ram_mib: 1024,
+    let parent = small_parent(ne_parent::ParentConfig {
         max_mem_regions: 2,
         ..ne_parent::ParentConfig::default()
-    })
-    .unwrap();
+    });
     let enclave = enclave(&parent);
     let mut memory = parent.address_space();
     add_memory(&enclave, &mut memory, 4);
@@ -248,12 +255,10 @@ fn test_vcpu_of_core_claimed_by_other_enclave_is_not_in_pool() {
 
 #[test]
 fn test_create_vm_without_pool_is_no_cpus_avail_in_pool() {
-    let parent = ne_parent::Parent::new(ne_parent::ParentConfig {
-        ram_mib: 1024,
+    let parent = small_parent(ne_parent::ParentConfig {
         cpu_pool: None,
         ..ne_parent::ParentConfig::default()
-    })
-    .unwrap();
+    });
     assert_ne_err(
         &parent,
         || parent.driver().create_vm(),
@@ -401,12 +406,10 @@ fn test_injected_crash_is_seen_through_the_notification() {
 
 #[test]
 fn test_device_that_never_answers_times_out_and_next_command_works() {
-    let parent = ne_parent::Parent::new(ne_parent::ParentConfig {
-        ram_mib: 1024,
+    let parent = small_parent(ne_parent::ParentConfig {
         reply_timeout: Duration::from_millis(200),
         ..ne_parent::ParentConfig::default()
-    })
-    .unwrap();
+    });
     parent
         .device()
         .faults_mut()
@@ -421,12 +424,10 @@ fn test_device_that_never_answers_times_out_and_next_command_works() {
 
 #[test]
 fn test_stray_vector_zero_is_not_taken_as_a_reply() {
-    let parent = ne_parent::Parent::new(ne_parent::ParentConfig {
-        ram_mib: 1024,
+    let parent = small_parent(ne_parent::ParentConfig {
         reply_timeout: Duration::from_millis(200),
         ..ne_parent::ParentConfig::default()
-    })
-    .unwrap();
+    });
     parent
         .device()
         .faults_mut()
