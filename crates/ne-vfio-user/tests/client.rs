@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The server on a real socket, driven by rust-vmm's `vfio_user::Client` as QEMU would
+//! drive it: region info, config space, eventfds through SET_IRQS, DMA maps, the Linux
+//! probe, commands answered on the eventfd, hostile requests, and a disconnect.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ne_abi::{regs, Command};
+use ne_vfio_user::{default_device_config, NeServer};
+use vfio_bindings::bindings::vfio::{
+    VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_BAR3_REGION_INDEX as BAR3,
+    VFIO_PCI_CONFIG_REGION_INDEX as CONFIG, VFIO_PCI_MSIX_IRQ_INDEX,
+};
+use vfio_user::Client;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+const GIB: u64 = 1 << 30;
+
+fn connect(socket: &Path) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if socket.exists() {
+            if let Ok(client) = Client::new(socket) {
+                return client;
+            }
+        }
+        assert!(Instant::now() < deadline, "the server did not listen");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn read_u32(client: &mut Client, region: u32, offset: u64) -> u32 {
+    let mut bytes = [0; 4];
+    client.region_read(region, offset, &mut bytes).unwrap();
+    u32::from_le_bytes(bytes)
+}
+
+/// Rings `command` with `payload` and returns the reply's rc after vector 0 fired.
+fn command(client: &mut Client, reply: &EventFd, command: Command, payload: &[u8]) -> i32 {
+    client.region_write(BAR3, regs::SEND_DATA, payload).unwrap();
+    client
+        .region_write(BAR3, regs::COMMAND, &command.number().to_le_bytes())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reply.read().is_err() {
+        assert!(Instant::now() < deadline, "no vector 0 for {command}");
+        thread::sleep(Duration::from_millis(1));
+    }
+    read_u32(client, BAR3, regs::RECV_DATA).cast_signed()
+}
+
+fn le(fields: &[u64]) -> Vec<u8> {
+    fields.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+#[test]
+fn test_client_probes_device_and_runs_commands_over_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ne.sock");
+    let server = NeServer::new(&socket, default_device_config()).unwrap();
+    let shared = server.shared();
+    let serving = thread::spawn(move || server.serve_one());
+    let mut client = connect(&socket);
+
+    assert_eq!(client.region(BAR3).unwrap().size, 0x2000);
+    assert_eq!(read_u32(&mut client, CONFIG, 0), 0xe4c1_1d0f);
+
+    let vectors = [
+        EventFd::new(EFD_NONBLOCK).unwrap(),
+        EventFd::new(EFD_NONBLOCK).unwrap(),
+    ];
+    let fds: Vec<i32> = vectors.iter().map(AsRawFd::as_raw_fd).collect();
+    client
+        .set_irqs(
+            VFIO_PCI_MSIX_IRQ_INDEX,
+            VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+            0,
+            2,
+            &fds,
+        )
+        .unwrap();
+    let ram = tempfile::tempfile().unwrap();
+    ram.set_len(2 * GIB).unwrap();
+    client.dma_map(0, 0, 2 * GIB, ram.as_raw_fd()).unwrap();
+
+    // The Linux probe.
+    client.region_write(BAR3, regs::ENABLE, &[0]).unwrap();
+    let mut enable = [0xFF];
+    client.region_read(BAR3, regs::ENABLE, &mut enable).unwrap();
+    assert_eq!(enable, [0]);
+    client
+        .region_write(BAR3, regs::VERSION, &1u16.to_le_bytes())
+        .unwrap();
+    assert_eq!(read_u32(&mut client, BAR3, regs::VERSION) & 0xFFFF, 1);
+    client.region_write(BAR3, regs::ENABLE, &[1]).unwrap();
+    assert_eq!(
+        vectors[0].read().ok(),
+        None,
+        "no vector before the first command"
+    );
+
+    assert_eq!(
+        command(&mut client, &vectors[0], Command::SlotAlloc, &[0]),
+        0
+    );
+    let uid = u64::from(read_u32(&mut client, BAR3, regs::RECV_DATA + 8));
+    assert_ne!(uid, 0);
+    assert_eq!(
+        command(
+            &mut client,
+            &vectors[0],
+            Command::SlotAddMem,
+            &le(&[uid, GIB, 64 << 20])
+        ),
+        0
+    );
+    assert_eq!(
+        command(
+            &mut client,
+            &vectors[0],
+            Command::SlotAddMem,
+            &le(&[uid, 3 * GIB, 2 << 20])
+        ),
+        -14,
+        "memory the guest does not have is refused with EFAULT"
+    );
+
+    assert_eq!(shared.device().slots().len(), 1);
+
+    drop(client);
+    serving.join().unwrap().unwrap();
+    assert!(
+        shared.device().slots().is_empty(),
+        "the disconnect tore every slot down"
+    );
+    assert!(!socket.exists());
+}
+
+/// A raw vfio-user message: a 16-byte header, then `body`.
+fn message(id: u16, command: u16, body: &[u8]) -> Vec<u8> {
+    let size = u32::try_from(16 + body.len()).unwrap();
+    let mut out = Vec::new();
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&command.to_le_bytes());
+    out.extend_from_slice(&size.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes()); // flags: command
+    out.extend_from_slice(&0u32.to_le_bytes()); // error
+    out.extend_from_slice(body);
+    out
+}
+
+/// Sends `request` and returns the reply header's flags and error.
+fn exchange(stream: &mut std::os::unix::net::UnixStream, request: &[u8]) -> (u32, u32) {
+    use std::io::{Read, Write};
+    stream.write_all(request).unwrap();
+    let mut header = [0u8; 16];
+    stream.read_exact(&mut header).unwrap();
+    let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap());
+    (word(8), word(12))
+}
+
+const REGION_READ: u16 = 9;
+const REPLY_ERROR: u32 = 1 << 5;
+
+fn region_read(region: u32, offset: u64, count: u32) -> Vec<u8> {
+    let mut body = offset.to_le_bytes().to_vec();
+    body.extend_from_slice(&region.to_le_bytes());
+    body.extend_from_slice(&count.to_le_bytes());
+    message(1, REGION_READ, &body)
+}
+
+#[test]
+fn test_hostile_messages_get_errors_and_a_disconnect_resets_for_the_next_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ne.sock");
+    let server = NeServer::new(&socket, default_device_config()).unwrap();
+    let shared = server.shared();
+    let server = std::sync::Arc::new(server);
+    let first = {
+        let server = std::sync::Arc::clone(&server);
+        thread::spawn(move || server.serve_one())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stream = loop {
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
+            break stream;
+        }
+        assert!(Instant::now() < deadline, "the server did not listen");
+        thread::sleep(Duration::from_millis(10));
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+
+    let (flags, _) = exchange(&mut stream, &region_read(BAR3, 0x2000 - 4, 8));
+    assert_ne!(flags & REPLY_ERROR, 0, "a read past BAR 3 is an error");
+    let (flags, _) = exchange(&mut stream, &region_read(5, 0, 4));
+    assert_ne!(
+        flags & REPLY_ERROR,
+        0,
+        "a region the device lacks is an error"
+    );
+    let (flags, _) = exchange(&mut stream, &region_read(CONFIG, u64::MAX - 1, 4));
+    assert_ne!(flags & REPLY_ERROR, 0, "a wrapping offset is an error");
+    let (flags, _) = exchange(&mut stream, &message(2, 0x7777, &[]));
+    assert_ne!(flags & REPLY_ERROR, 0, "an unknown command is an error");
+    let (flags, _) = exchange(&mut stream, &region_read(CONFIG, 0, 4));
+    assert_eq!(flags & REPLY_ERROR, 0, "the connection still works");
+
+    // A truncated message, then the client goes away.
+    use std::io::Write;
+    stream
+        .write_all(&message(3, REGION_READ, &[0; 4])[..12])
+        .unwrap();
+    drop(stream);
+    first.join().unwrap().unwrap();
+
+    // The next client finds a fresh device.
+    let second = {
+        let server = std::sync::Arc::clone(&server);
+        thread::spawn(move || server.serve_one())
+    };
+    let mut client = connect(&socket);
+    assert_eq!(read_u32(&mut client, CONFIG, 0), 0xe4c1_1d0f);
+    assert!(!shared.device().is_enabled());
+    drop(client);
+    second.join().unwrap().unwrap();
+}
