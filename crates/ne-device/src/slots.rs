@@ -259,7 +259,8 @@ impl SlotTable {
     pub fn add_mem(&mut self, uid: u64, paddr: u64, size: u64) -> Result<(), CmdError> {
         let slot = self.slot_in_init(uid)?;
         let region = MemRegion { paddr, size };
-        let aligned = paddr % REGION_ALIGN_BYTES == 0 && size % REGION_ALIGN_BYTES == 0;
+        let aligned =
+            paddr.is_multiple_of(REGION_ALIGN_BYTES) && size.is_multiple_of(REGION_ALIGN_BYTES);
         if size == 0 || !aligned {
             return Err(CmdError::RegionUnaligned { paddr, size });
         }

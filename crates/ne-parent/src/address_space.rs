@@ -56,7 +56,7 @@ impl AddressSpace {
     /// Maps `len` bytes (a multiple of 2 MiB) of hugepages from NUMA node `node`; returns
     /// the mapping's address.
     pub fn mmap_hugepages(&mut self, len: u64, node: u32) -> Result<u64> {
-        if len == 0 || len % HUGEPAGE_BYTES != 0 {
+        if len == 0 || !len.is_multiple_of(HUGEPAGE_BYTES) {
             return Err(Error::Config(format!(
                 "a hugepage mapping of {len} bytes is not a multiple of 2 MiB"
             )));

@@ -129,7 +129,7 @@ impl Parent {
                 ),
             ));
         }
-        if request.memory_mib % 2 != 0 {
+        if !request.memory_mib.is_multiple_of(2) {
             return Err(LaunchError::new(
                 LaunchStep::MemoryRequested,
                 format!(

@@ -106,8 +106,8 @@ impl Parent {
     /// core's set-up and the driver's probe, and sets the CPU pool.
     pub fn new(config: ParentConfig) -> Result<Parent> {
         if config.reserved_mib >= config.ram_mib
-            || config.ram_mib % 2 != 0
-            || config.reserved_mib % 2 != 0
+            || !config.ram_mib.is_multiple_of(2)
+            || !config.reserved_mib.is_multiple_of(2)
         {
             return Err(Error::Config(format!(
                 "RAM ({} MiB) must be even and larger than the parent's reserve ({} MiB)",
