@@ -19,7 +19,7 @@ use crate::paths::socket_path;
 #[derive(Debug, Parser)]
 #[command(name = "nectl", version, about)]
 pub struct Cli {
-    /// The emulated parent's socket [default: $NECTL_SOCKET, else
+    /// The socket: where QEMU connects, for `serve`; else the emulated parent's [default: $NECTL_SOCKET, else
     /// $XDG_RUNTIME_DIR/nectl/parent.sock, else /tmp/nectl-UID/parent.sock].
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -51,6 +51,24 @@ enum Command {
     /// Manage the emulated parent (the background process that holds the enclaves).
     #[command(subcommand)]
     Parent(ParentCommand),
+    /// Serve the NE device over vfio-user on --socket, for QEMU's `vfio-user-pci`.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The parent's CPU count: vCPU ids the device accepts run below it.
+    #[arg(long, default_value_t = ne_vfio_user::DEFAULT_PARENT_CPUS)]
+    parent_cpus: u32,
+    /// The most enclaves at once.
+    #[arg(long, default_value_t = ne_device::config::DEFAULT_MAX_SLOTS)]
+    max_enclaves: usize,
+    /// The most memory regions per enclave (reported by SLOT_ALLOC).
+    #[arg(long, default_value_t = ne_device::config::DEFAULT_MAX_MEM_REGIONS)]
+    max_mem_regions: u64,
+    /// The most vCPUs per enclave.
+    #[arg(long, default_value_t = ne_device::config::DEFAULT_MAX_VCPUS_PER_SLOT)]
+    max_vcpus: u32,
 }
 
 #[derive(Debug, Args)]
@@ -185,7 +203,49 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
         .map(Some),
         Command::Explain { code } => explain(&code).map(Some),
         Command::Parent(command) => parent(&socket, command),
+        Command::Serve(args) => serve(cli.socket.as_deref(), &args).map(|()| None),
     }
+}
+
+fn serve(socket: Option<&Path>, args: &ServeArgs) -> Result<()> {
+    let socket = socket.ok_or_else(|| {
+        CliError::new(Code::InvalidArgument, "serve needs --socket PATH")
+            .hint("give the path QEMU's vfio-user-pci connects to")
+    })?;
+    init_logging();
+    let config = ne_device::DeviceConfig {
+        parent_cpus: args.parent_cpus,
+        max_slots: args.max_enclaves,
+        max_mem_regions: args.max_mem_regions,
+        max_vcpus_per_slot: args.max_vcpus,
+        ..ne_vfio_user::default_device_config()
+    };
+    let server = ne_vfio_user::NeServer::new(socket, config)
+        .map_err(|e| CliError::new(Code::InvalidArgument, format!("{e}: {}", error_chain(&e))))?;
+    server
+        .serve()
+        .map_err(|e| CliError::new(Code::ParentConnection, format!("{e}: {}", error_chain(&e))))
+}
+
+/// The causes of `error`, joined.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    causes.join(": ")
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
 }
 
 fn run_enclave(socket: &Path, args: RunArgs) -> Result<Value> {
@@ -266,14 +326,7 @@ fn explain(code: &str) -> Result<Value> {
 fn parent(socket: &Path, command: ParentCommand) -> Result<Option<Value>> {
     match command {
         ParentCommand::Run(args) => {
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .init();
+            init_logging();
             let config = ParentConfig {
                 ram_mib: args.ram_mib,
                 reserved_mib: args.reserved_mib,

@@ -154,7 +154,7 @@ impl ServerBackend for Backend {
             .unwrap_or_else(PoisonError::into_inner);
         if !dma.map(address, size) {
             return Err(invalid(format!(
-                "DMA map of {size:#x} bytes at {address:#x} is empty, wraps or overlaps"
+                "DMA map of {size:#x} bytes at {address:#x} is empty or wraps"
             )));
         }
         tracing::debug!(address, size, "DMA map");
@@ -172,7 +172,7 @@ impl ServerBackend for Backend {
             .unwrap_or_else(PoisonError::into_inner);
         if !dma.unmap(address, size) {
             return Err(invalid(format!(
-                "no DMA map of {size:#x} bytes at {address:#x}"
+                "DMA unmap of {size:#x} bytes at {address:#x} wraps"
             )));
         }
         self.shared

@@ -14,27 +14,36 @@ pub struct DmaMaps {
 }
 
 impl DmaMaps {
-    /// Records a map of `size` bytes at `address`; false if it is empty, wraps, or overlaps
-    /// a map already recorded.
+    /// Records a map of `size` bytes at `address`, replacing any maps it overlaps (QEMU
+    /// maps a range again when its memory layout changes); false if it is empty or wraps.
     pub fn map(&mut self, address: u64, size: u64) -> bool {
         let Some(end) = address.checked_add(size).filter(|_| size > 0) else {
             return false;
         };
-        let before = self.maps.range(..end).next_back();
-        if before.is_some_and(|(&start, &len)| start + len > address) {
-            return false;
-        }
+        self.remove_overlapping(address, end);
         self.maps.insert(address, size);
         true
     }
 
-    /// Forgets the map at `address`; false if there was none of that size.
+    /// Forgets every map inside `size` bytes at `address`; false if the range wraps.
     pub fn unmap(&mut self, address: u64, size: u64) -> bool {
-        if self.maps.get(&address) != Some(&size) {
+        let Some(end) = address.checked_add(size) else {
             return false;
-        }
-        self.maps.remove(&address);
+        };
+        self.remove_overlapping(address, end);
         true
+    }
+
+    fn remove_overlapping(&mut self, start: u64, end: u64) {
+        let overlapping: Vec<u64> = self
+            .maps
+            .range(..end)
+            .filter(|&(&at, &len)| at + len > start)
+            .map(|(&at, _)| at)
+            .collect();
+        for at in overlapping {
+            self.maps.remove(&at);
+        }
     }
 
     /// Forgets every map.
@@ -83,14 +92,14 @@ mod tests {
     }
 
     #[test]
-    fn test_overlapping_or_wrapping_maps_are_refused() {
+    fn test_overlapping_map_replaces_and_wrapping_maps_are_refused() {
         let mut maps = DmaMaps::default();
         assert!(maps.map(0, 4 * MIB));
-        assert!(!maps.map(2 * MIB, 4 * MIB));
+        assert!(maps.map(2 * MIB, 4 * MIB));
+        assert_eq!(maps.parent_ram(), vec![2 * MIB..6 * MIB]);
         assert!(!maps.map(u64::MAX, 2));
         assert!(!maps.map(8 * MIB, 0));
-        assert!(!maps.unmap(0, 2 * MIB));
-        assert!(maps.unmap(0, 4 * MIB));
+        assert!(maps.unmap(0, 8 * MIB));
         assert!(maps.parent_ram().is_empty());
     }
 }
