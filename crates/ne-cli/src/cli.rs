@@ -53,6 +53,58 @@ enum Command {
     Parent(ParentCommand),
     /// Serve the NE device over vfio-user on --socket, for QEMU's `vfio-user-pci`.
     Serve(ServeArgs),
+    /// Inspect and steer a device that `nectl serve` runs, through its control socket.
+    Device(DeviceArgs),
+}
+
+#[derive(Debug, Args)]
+struct DeviceArgs {
+    /// The control socket given to `nectl serve --control`.
+    #[arg(long)]
+    control: PathBuf,
+    #[command(subcommand)]
+    command: DeviceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// The slots: state, CID, memory regions, vCPUs.
+    Slots,
+    /// The last commands the device completed, with their rc.
+    History,
+    /// Counters, and whether the driver enabled the device.
+    Status,
+    /// Make the next commands fail, wait or vanish.
+    Fault {
+        /// The command to catch (SLOT_ALLOC, 4, …); every command if omitted.
+        #[arg(long)]
+        command: Option<String>,
+        /// How many commands to catch.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Answer this rc (e.g. -12) without executing.
+        #[arg(long, allow_hyphen_values = true, group = "action")]
+        rc: Option<i32>,
+        /// Hold the reply until `release-reply`.
+        #[arg(long, group = "action")]
+        delay: bool,
+        /// Lose the reply.
+        #[arg(long, group = "action")]
+        drop: bool,
+    },
+    /// Disarm every fault.
+    ClearFaults,
+    /// Publish a reply held by --delay.
+    ReleaseReply,
+    /// Make the enclave of a slot exit (or crash) on its own; the guest sees vector 1.
+    EndEnclave {
+        /// The slot.
+        #[arg(long)]
+        slot: u64,
+        /// Crash rather than exit.
+        #[arg(long)]
+        crash: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +121,9 @@ struct ServeArgs {
     /// The most vCPUs per enclave.
     #[arg(long, default_value_t = ne_device::config::DEFAULT_MAX_VCPUS_PER_SLOT)]
     max_vcpus: u32,
+    /// A control socket to open beside it (see `nectl device`).
+    #[arg(long)]
+    control: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -204,7 +259,60 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
         Command::Explain { code } => explain(&code).map(Some),
         Command::Parent(command) => parent(&socket, command),
         Command::Serve(args) => serve(cli.socket.as_deref(), &args).map(|()| None),
+        Command::Device(args) => device(&args).map(Some),
     }
+}
+
+fn device(args: &DeviceArgs) -> Result<Value> {
+    use ne_vfio_user::control::{ControlRequest, FaultKind};
+    let request = match &args.command {
+        DeviceCommand::Slots => ControlRequest::Slots,
+        DeviceCommand::History => ControlRequest::History,
+        DeviceCommand::Status => ControlRequest::Status,
+        DeviceCommand::Fault {
+            command,
+            count,
+            rc,
+            delay,
+            drop,
+        } => {
+            let action = match (rc, delay, drop) {
+                (Some(rc), _, _) => FaultKind::Fail(*rc),
+                (None, true, _) => FaultKind::Delay,
+                (None, false, true) => FaultKind::Drop,
+                (None, false, false) => {
+                    return Err(CliError::new(
+                        Code::InvalidArgument,
+                        "give --rc, --delay or --drop",
+                    ));
+                }
+            };
+            ControlRequest::Fault {
+                command: command.clone(),
+                count: *count,
+                action,
+            }
+        }
+        DeviceCommand::ClearFaults => ControlRequest::ClearFaults,
+        DeviceCommand::ReleaseReply => ControlRequest::ReleaseReply,
+        DeviceCommand::EndEnclave { slot, crash } => ControlRequest::End {
+            slot_uid: *slot,
+            crash: *crash,
+        },
+    };
+    let unreachable = |e: std::io::Error| {
+        CliError::new(
+            Code::ParentConnection,
+            format!(
+                "cannot reach the control socket {}: {e}",
+                args.control.display()
+            ),
+        )
+        .hint("start the server with `nectl serve --socket PATH --control PATH`")
+    };
+    ne_vfio_user::control::call(&args.control, &request)
+        .map_err(unreachable)?
+        .map_err(|why| CliError::new(Code::InvalidArgument, why))
 }
 
 fn serve(socket: Option<&Path>, args: &ServeArgs) -> Result<()> {
@@ -222,6 +330,14 @@ fn serve(socket: Option<&Path>, args: &ServeArgs) -> Result<()> {
     };
     let server = ne_vfio_user::NeServer::new(socket, config)
         .map_err(|e| CliError::new(Code::InvalidArgument, format!("{e}: {}", error_chain(&e))))?;
+    if let Some(control) = &args.control {
+        ne_vfio_user::control::spawn(control, server.shared()).map_err(|e| {
+            CliError::new(
+                Code::ParentConnection,
+                format!("cannot open the control socket {}: {e}", control.display()),
+            )
+        })?;
+    }
     server
         .serve()
         .map_err(|e| CliError::new(Code::ParentConnection, format!("{e}: {}", error_chain(&e))))

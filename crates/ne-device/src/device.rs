@@ -34,6 +34,18 @@ pub struct DeviceStats {
     pub invalid_accesses: u64,
 }
 
+/// How many completed commands [`NePciDevice::history`] remembers.
+pub const HISTORY_LEN: usize = 256;
+
+/// One completed command: what the driver asked and what the device answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandRecord {
+    /// The number written to `NE_COMMAND`.
+    pub command: u32,
+    /// The reply's rc; `None` when fault injection dropped the reply.
+    pub rc: Option<i32>,
+}
+
 /// The last command the device rejected, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
@@ -128,6 +140,7 @@ pub struct NePciDevice<I: Interrupt, H: Hypervisor = SimulatedHypervisor> {
     pub(crate) faults: FaultPlan,
     pub(crate) stats: DeviceStats,
     pub(crate) last_rejection: Option<Rejection>,
+    pub(crate) history: std::collections::VecDeque<CommandRecord>,
     pub(crate) irq: I,
     pub(crate) hypervisor: H,
 }
@@ -157,6 +170,7 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
             faults: FaultPlan::default(),
             stats: DeviceStats::default(),
             last_rejection: None,
+            history: std::collections::VecDeque::with_capacity(HISTORY_LEN),
             irq,
             hypervisor,
         })
@@ -187,6 +201,11 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
     /// The last command rejected and why: what a log line would say.
     pub fn last_rejection(&self) -> Option<&Rejection> {
         self.last_rejection.as_ref()
+    }
+
+    /// The last [`HISTORY_LEN`] completed commands, oldest first.
+    pub fn history(&self) -> impl Iterator<Item = &CommandRecord> {
+        self.history.iter()
     }
 
     /// Whether a command is in flight (a start in progress, or a held reply).
@@ -292,7 +311,10 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
         }
         let command = Command::try_from(value);
         let fate = match command.ok().and_then(|command| self.faults.take(command)) {
-            Some(FaultAction::Fail { rc }) => return self.publish(CmdReply::failure(rc)),
+            Some(FaultAction::Fail { rc }) => {
+                self.record(value, Some(rc));
+                return self.publish(CmdReply::failure(rc));
+            }
             Some(FaultAction::Delay) => Fate::Hold,
             Some(FaultAction::Drop) => Fate::Drop,
             None => Fate::Publish,
@@ -308,7 +330,7 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
             ),
         };
         match outcome {
-            Ok(Outcome::Reply(reply)) => self.deliver(reply, fate),
+            Ok(Outcome::Reply(reply)) => self.deliver(value, reply, fate),
             Ok(Outcome::Starting { slot_uid, cid }) => {
                 self.pending = Pending::Starting {
                     slot_uid,
@@ -323,7 +345,7 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
                     command: value,
                     error,
                 });
-                self.deliver(reply, fate)
+                self.deliver(value, reply, fate)
             }
         }
     }
@@ -361,10 +383,23 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
                 reply
             }
         };
-        self.deliver(reply, fate)
+        self.deliver(Command::EnclaveStart.number(), reply, fate)
     }
 
-    fn deliver(&mut self, reply: CmdReply, fate: Fate) -> Result<(), Error<I::Error>> {
+    fn record(&mut self, command: u32, rc: Option<i32>) {
+        if self.history.len() >= HISTORY_LEN {
+            self.history.pop_front();
+        }
+        self.history.push_back(CommandRecord { command, rc });
+    }
+
+    fn deliver(
+        &mut self,
+        command: u32,
+        reply: CmdReply,
+        fate: Fate,
+    ) -> Result<(), Error<I::Error>> {
+        self.record(command, (fate != Fate::Drop).then(|| reply.rc.get()));
         match fate {
             Fate::Publish => self.publish(reply),
             Fate::Hold => {

@@ -105,7 +105,7 @@ pub mod slots;
 pub mod test_utils;
 
 pub use config::{ConfigError, DeviceConfig};
-pub use device::{DeviceStats, NePciDevice, Rejection};
+pub use device::{CommandRecord, DeviceStats, NePciDevice, Rejection, HISTORY_LEN};
 pub use error::{CmdError, Error};
 pub use faults::{FaultAction, FaultPlan, FaultRule};
 pub use hypervisor::{

@@ -90,3 +90,17 @@ fn test_disable_forgets_held_reply() {
     assert!(!device.release_held_reply().unwrap());
     assert_eq!(irq.raised(), vec![]);
 }
+
+#[test]
+fn test_history_records_commands_with_their_rc_and_drops() {
+    let (mut device, _) = probed();
+    device
+        .faults_mut()
+        .drop_next(Some(Command::SlotFree), 1)
+        .unwrap();
+    alloc(&mut device);
+    ring(&mut device, Command::SlotFree.number());
+    ring(&mut device, 0);
+    let history: Vec<(u32, Option<i32>)> = device.history().map(|r| (r.command, r.rc)).collect();
+    assert_eq!(history, [(4, Some(0)), (5, None), (0, Some(-22))]);
+}

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod control;
 pub mod irq;
 pub mod ram;
 

@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ne_abi::{regs, Command};
+use ne_vfio_user::control::{ControlRequest, FaultKind};
 use ne_vfio_user::{default_device_config, NeServer};
 use vfio_bindings::bindings::vfio::{
     VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_BAR3_REGION_INDEX as BAR3,
@@ -52,6 +53,11 @@ fn command(client: &mut Client, reply: &EventFd, command: Command, payload: &[u8
     read_u32(client, BAR3, regs::RECV_DATA).cast_signed()
 }
 
+/// Asks the control interface, returning its answer.
+fn call(control: &Path, request: &ControlRequest) -> Result<serde_json::Value, String> {
+    ne_vfio_user::control::call(control, request).unwrap()
+}
+
 fn le(fields: &[u64]) -> Vec<u8> {
     fields.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
@@ -62,6 +68,8 @@ fn test_client_probes_device_and_runs_commands_over_the_socket() {
     let socket = dir.path().join("ne.sock");
     let server = NeServer::new(&socket, default_device_config()).unwrap();
     let shared = server.shared();
+    let control = dir.path().join("control.sock");
+    ne_vfio_user::control::spawn(&control, server.shared()).unwrap();
     let serving = thread::spawn(move || server.serve_one());
     let mut client = connect(&socket);
 
@@ -129,6 +137,37 @@ fn test_client_probes_device_and_runs_commands_over_the_socket() {
     );
 
     assert_eq!(shared.device().slots().len(), 1);
+
+    // The control interface sees the slot and the history, and injects a fault.
+    let slots = call(&control, &ControlRequest::Slots).unwrap();
+    assert_eq!(slots[0]["State"], "INIT");
+    assert_eq!(slots[0]["Regions"], serde_json::json!([[GIB, 64 << 20]]));
+    let history = call(&control, &ControlRequest::History).unwrap();
+    let names: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Command"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["SLOT_ALLOC", "SLOT_ADD_MEM", "SLOT_ADD_MEM"]);
+    let fault = ControlRequest::Fault {
+        command: Some("SLOT_ALLOC".to_owned()),
+        count: 1,
+        action: FaultKind::Fail(-12),
+    };
+    call(&control, &fault).unwrap();
+    assert_eq!(
+        command(&mut client, &vectors[0], Command::SlotAlloc, &[0]),
+        -12
+    );
+    call(
+        &control,
+        &ControlRequest::End {
+            slot_uid: uid,
+            crash: true,
+        },
+    )
+    .unwrap_err();
 
     drop(client);
     serving.join().unwrap().unwrap();
