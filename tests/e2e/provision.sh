@@ -17,10 +17,13 @@ mkdir -p "$cache" "$guest"
 
 log() { printf '[provision %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
-if ! command -v debootstrap >/dev/null; then
-    log "installing debootstrap"
+host_tools=()
+command -v debootstrap >/dev/null || host_tools+=(debootstrap)
+command -v cpio >/dev/null || host_tools+=(cpio)
+if [ ${#host_tools[@]} -gt 0 ]; then
+    log "installing ${host_tools[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${host_tools[@]}" >/dev/null
 fi
 
 if [ ! -x "$root/usr/bin/qemu-system-x86_64" ]; then

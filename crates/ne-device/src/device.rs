@@ -35,7 +35,7 @@ pub struct DeviceStats {
 }
 
 /// How many completed commands [`NePciDevice::history`] remembers.
-pub const HISTORY_LEN: usize = 256;
+pub const HISTORY_LEN: usize = 1024;
 
 /// One completed command: what the driver asked and what the device answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,7 +20,10 @@
 //! Where Linux has quirks, this driver mirrors them except where noted: a failed
 //! `SLOT_INFO` during event handling leaves the enclave's state alone (Linux copies a stale
 //! one), and the creating process is not checked (one process owns everything here).
-#![forbid(unsafe_code)]
+//!
+//! The `kernel` feature adds [`sys`], the Linux kernel's own driver through
+//! `/dev/nitro_enclaves`: the crate's only `unsafe` code.
+#![deny(unsafe_code)]
 
 mod bar;
 mod cpu_pool;
@@ -30,6 +33,8 @@ mod error;
 #[cfg(feature = "inproc")]
 pub mod inproc;
 mod memory;
+#[cfg(feature = "kernel")]
+pub mod sys;
 mod transport;
 
 pub use bar::{Bar, VectorCounts, Vectors};

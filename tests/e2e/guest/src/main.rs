@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The guest half of the end-to-end suite. Runs inside a QEMU guest whose NE device is
+//! `nectl serve`, against the unmodified Linux `nitro_enclaves` driver, and prints one
+//! `STEP <name> PASS|FAIL <detail>` line per check for the host to collect. Lines starting
+//! with `HOST` ask the host to act (crash an enclave) and say what to look for.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::time::Instant;
+
+use ne_abi::uapi::{EIF_IMAGE, EIF_LOAD_OFFSET, MIN_MEM_REGION_SIZE};
+use ne_abi::{NeError, NeUserMemoryRegion};
+use ne_driver::sys::{HugepageMemory, KernelDevice, KernelEnclave};
+
+const DEVICE: &str = "/dev/nitro_enclaves";
+const PAGE: usize = 2 << 20;
+/// Pool CPUs: the guest has 6 CPUs of one thread each; CPU 0 stays with the parent.
+const POOL: &str = "1-5";
+
+type Step = Result<String, String>;
+
+fn report(name: &str, result: Step) -> bool {
+    match &result {
+        Ok(detail) => println!("STEP {name} PASS {detail}"),
+        Err(detail) => println!("STEP {name} FAIL {detail}"),
+    }
+    result.is_ok()
+}
+
+fn errno(result: std::io::Result<impl std::fmt::Debug>) -> Result<i32, String> {
+    match result {
+        Ok(value) => Err(format!("succeeded ({value:?}) where it should fail")),
+        Err(e) => e
+            .raw_os_error()
+            .ok_or_else(|| format!("failed without an errno: {e}")),
+    }
+}
+
+fn expect_errno(
+    what: &str,
+    result: std::io::Result<impl std::fmt::Debug>,
+    expected: i32,
+) -> Result<(), String> {
+    let got = errno(result).map_err(|e| format!("{what}: {e}"))?;
+    if got == expected {
+        Ok(())
+    } else {
+        Err(format!("{what}: errno {got}, expected {expected}"))
+    }
+}
+
+fn probe() -> Step {
+    if !Path::new(DEVICE).exists() {
+        return Err(format!("{DEVICE} is missing"));
+    }
+    let interrupts = std::fs::read_to_string("/proc/interrupts").map_err(|e| e.to_string())?;
+    let msix = ["enclave_cmd", "enclave_evt"]
+        .iter()
+        .filter(|name| interrupts.contains(*name))
+        .count();
+    if msix != 2 {
+        return Err(format!("{msix} of the 2 MSI-X interrupts are registered"));
+    }
+    Ok(format!(
+        "{DEVICE} present, enclave_cmd and enclave_evt registered"
+    ))
+}
+
+fn setup() -> Step {
+    std::fs::write("/sys/module/nitro_enclaves/parameters/ne_cpus", POOL)
+        .map_err(|e| format!("ne_cpus: {e}"))?;
+    std::fs::write("/proc/sys/vm/nr_hugepages", "700").map_err(|e| format!("nr_hugepages: {e}"))?;
+    let got = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").map_err(|e| e.to_string())?;
+    Ok(format!("ne_cpus={POOL}, nr_hugepages={}", got.trim()))
+}
+
+/// An enclave with `pages` hugepages (one region each) and `vcpus` auto vCPUs, not started.
+fn build(
+    device: &KernelDevice,
+    pages: usize,
+    vcpus: usize,
+) -> Result<(KernelEnclave, Vec<HugepageMemory>), String> {
+    let enclave = device
+        .create_vm()
+        .map_err(|e| format!("NE_CREATE_VM: {e}"))?;
+    let mut memory = Vec::with_capacity(pages);
+    for _ in 0..pages {
+        let page = HugepageMemory::new(PAGE).map_err(|e| format!("mmap hugepage: {e}"))?;
+        let region = NeUserMemoryRegion {
+            flags: 0,
+            memory_size: MIN_MEM_REGION_SIZE,
+            userspace_addr: page.addr(),
+        };
+        enclave
+            .set_user_memory_region(region)
+            .map_err(|e| format!("NE_SET_USER_MEMORY_REGION: {e}"))?;
+        memory.push(page);
+    }
+    for _ in 0..vcpus {
+        enclave
+            .add_vcpu(0)
+            .map_err(|e| format!("NE_ADD_VCPU: {e}"))?;
+    }
+    Ok((enclave, memory))
+}
+
+/// The kernel sample's sequence: 256 separate hugepages, 2 auto vCPUs, start with CID 0.
+fn sample(device: &KernelDevice) -> Step {
+    let enclave = device
+        .create_vm()
+        .map_err(|e| format!("NE_CREATE_VM: {e}"))?;
+    let offset = enclave
+        .image_load_info(EIF_IMAGE)
+        .map_err(|e| format!("NE_GET_IMAGE_LOAD_INFO: {e}"))?;
+    if offset != EIF_LOAD_OFFSET {
+        return Err(format!("image offset {offset:#x}, expected 8 MiB"));
+    }
+    let mut memory = Vec::new();
+    for _ in 0..256 {
+        let page = HugepageMemory::new(PAGE).map_err(|e| format!("mmap hugepage: {e}"))?;
+        let region = NeUserMemoryRegion {
+            flags: 0,
+            memory_size: MIN_MEM_REGION_SIZE,
+            userspace_addr: page.addr(),
+        };
+        enclave
+            .set_user_memory_region(region)
+            .map_err(|e| format!("NE_SET_USER_MEMORY_REGION: {e}"))?;
+        memory.push(page);
+    }
+    let cpus = [enclave.add_vcpu(0), enclave.add_vcpu(0)];
+    let cpus: Vec<u32> = cpus
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("NE_ADD_VCPU: {e}"))?;
+    let cid = enclave
+        .start(0, 0)
+        .map_err(|e| format!("NE_START_ENCLAVE: {e}"))?;
+    if cid <= 3 || cid >= u64::from(u32::MAX) {
+        return Err(format!("start returned CID {cid}"));
+    }
+    let slot = enclave.slot_uid();
+    drop(enclave);
+    Ok(format!(
+        "slot {slot}: 256 regions, vCPUs {cpus:?}, CID {cid}; closed"
+    ))
+}
+
+/// Errors the device itself answers (through the driver), and ones the driver answers
+/// before it asks the device.
+fn errors(device: &KernelDevice) -> Step {
+    let (first, _m1) = build(device, 32, 1)?;
+    first
+        .start(0, 100)
+        .map_err(|e| format!("start with CID 100: {e}"))?;
+    let (second, _m2) = build(device, 32, 1)?;
+    expect_errno("a second enclave with CID 100", second.start(0, 100), 98)?;
+    expect_errno(
+        "CID 3",
+        second.start(0, 3),
+        NeError::InvalidEnclaveCid.code().cast_signed(),
+    )?;
+    expect_errno(
+        "start flags 2",
+        second.start(2, 0),
+        NeError::InvalidFlagValue.code().cast_signed(),
+    )?;
+    second
+        .start(0, 0)
+        .map_err(|e| format!("second start: {e}"))?;
+    let (third, _m3) = build(device, 32, 1)?;
+    third.start(0, 0).map_err(|e| format!("third start: {e}"))?;
+    let (fourth, _m4) = build(device, 32, 1)?;
+    fourth
+        .start(0, 0)
+        .map_err(|e| format!("fourth start: {e}"))?;
+    expect_errno(
+        "a fifth enclave",
+        device.create_vm().map(|e| e.slot_uid()),
+        28,
+    )?;
+    Ok("CID in use: EADDRINUSE; reserved CID and bad flags: NE_ERR_*; 4 enclaves ran at once; the 5th: ENOSPC".to_owned())
+}
+
+/// Starts an enclave, asks the host to crash it, and waits for POLLHUP.
+fn crash(device: &KernelDevice) -> Step {
+    let (enclave, _memory) = build(device, 32, 1)?;
+    let cid = enclave.start(0, 777).map_err(|e| format!("start: {e}"))?;
+    println!("HOST crash slot={} cid={cid}", enclave.slot_uid());
+    let waited = Instant::now();
+    let hup = enclave
+        .wait_hangup(60_000)
+        .map_err(|e| format!("poll: {e}"))?;
+    let elapsed = waited.elapsed();
+    if !hup {
+        return Err("no POLLHUP within 60 s".to_owned());
+    }
+    Ok(format!(
+        "POLLHUP {:.1} s after the request",
+        elapsed.as_secs_f64()
+    ))
+}
+
+fn main() {
+    let mut passed = 0;
+    let mut failed = 0;
+    let mut count = |ok: bool| if ok { passed += 1 } else { failed += 1 };
+    count(report("probe", probe()));
+    count(report("setup", setup()));
+    match KernelDevice::open(Path::new(DEVICE)) {
+        Ok(device) => {
+            count(report("sample", sample(&device)));
+            count(report("errors", errors(&device)));
+            count(report("crash", crash(&device)));
+        }
+        Err(e) => count(report("open", Err(e.to_string()))),
+    }
+    println!("GUEST {passed} passed, {failed} failed");
+}

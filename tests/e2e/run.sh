@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The end-to-end suite: the unmodified Linux nitro_enclaves driver, in a QEMU guest under
+# TCG, against `nectl serve` over vfio-user. Needs root and about 1 GB in $NE_CACHE
+# (default ~/.cache/ne); provisions itself from Debian's archive (tests/e2e/provision.sh),
+# then takes a few minutes. Prints a per-step summary; on failure keeps the serial and
+# server logs in artifacts/e2e/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+cache=${NE_CACHE:-$HOME/.cache/ne}/e2e
+artifacts=$repo/artifacts/e2e
+
+tests/e2e/provision.sh
+root=$cache/root
+guest=$cache/guest
+
+echo "[e2e] building nectl and the static guest program"
+cargo build --quiet --locked -p ne-cli
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --locked -p ne-e2e-guest \
+    --target x86_64-unknown-linux-gnu
+nectl=$repo/target/debug/nectl
+
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+    mountpoint -q "$root/dev" && umount "$root/dev"
+    rm -rf "$work" "$root/tmp/ne-e2e"
+}
+trap cleanup EXIT
+
+echo "[e2e] making the initramfs"
+mkdir -p "$work/initrd"/{bin,dev,proc,sys,lib}
+cp "$guest/busybox" "$work/initrd/bin/busybox"
+cp "$guest/nitro_enclaves.ko" "$work/initrd/lib/"
+cp target/x86_64-unknown-linux-gnu/debug/ne-e2e-guest "$work/initrd/bin/"
+install -m 0755 tests/e2e/init "$work/initrd/init"
+mkdir -p "$root/tmp/ne-e2e" "$root/run"
+(cd "$work/initrd" && find . | cpio -o -H newc --quiet | gzip -1) >"$root/tmp/ne-e2e/initrd.gz"
+cp "$guest/vmlinuz" "$root/tmp/ne-e2e/vmlinuz"
+
+socket=$root/run/ne-e2e.sock
+control=$work/control.sock
+serial=$work/serial.log
+server_log=$work/server.log
+rm -f "$socket"
+"$nectl" serve --socket "$socket" --control "$control" >"$server_log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
+
+mountpoint -q "$root/dev" || mount --bind /dev "$root/dev"
+echo "[e2e] booting the guest (TCG)"
+started=$(date +%s)
+timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 6 -m 2G \
+    -object memory-backend-memfd,id=mem,size=2G,share=on -machine memory-backend=mem \
+    -kernel /tmp/ne-e2e/vmlinuz -initrd /tmp/ne-e2e/initrd.gz \
+    -append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot \
+    -device '{"driver":"vfio-user-pci","socket":{"path":"/run/ne-e2e.sock","type":"unix"}}' \
+    >"$serial" 2>&1 &
+qemu=$!
+
+# Act on the guest's HOST requests while it runs.
+history=$work/history.json
+status=$work/status.json
+handled=""
+while kill -0 "$qemu" 2>/dev/null; do
+    while IFS= read -r line; do
+        case "$handled" in *"|$line|"*) continue ;; esac
+        handled="$handled|$line|"
+        case "$line" in
+            "HOST crash slot="*)
+                slot=${line#HOST crash slot=}; slot=${slot%% *}
+                "$nectl" device --control "$control" end-enclave --slot "$slot" --crash >>"$work/host.log" 2>&1 ;;
+            "HOST checkpoint")
+                "$nectl" device --control "$control" history >"$history" 2>>"$work/host.log" ;;
+            "HOST unloaded")
+                "$nectl" device --control "$control" status >"$status" 2>>"$work/host.log" ;;
+        esac
+    done < <(tr -d '\r' <"$serial" | grep -o 'HOST .*' || true)
+    sleep 0.2
+done
+wait "$qemu" || true
+elapsed=$(( $(date +%s) - started ))
+
+# Host-side checks.
+host_step() { if [ "$2" = ok ]; then echo "STEP $1 PASS $3"; else echo "STEP $1 FAIL $3"; fi; }
+{
+    tr -d '\r' <"$serial" | grep -o 'STEP .*' || true
+    if [ -s "$history" ] && python3 - "$history" <<'PY'
+import json, sys
+names = [r["Command"] for r in json.load(open(sys.argv[1])) if r["Rc"] == 0]
+# The sample's enclave: 256 SLOT_ADD_MEM, then its close sends ENCLAVE_STOP then SLOT_FREE.
+s = " ".join(names)
+ok = "SLOT_ADD_MEM " * 256 in s + " " and "ENCLAVE_START ENCLAVE_STOP SLOT_FREE" in s
+sys.exit(0 if ok else 1)
+PY
+    then host_step close-seen-by-server ok "history shows 256 SLOT_ADD_MEM, then ENCLAVE_STOP and SLOT_FREE"
+    else host_step close-seen-by-server fail "history: $(head -c 300 "$history" 2>/dev/null)"; fi
+    if [ -s "$status" ] && python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if not s["Enabled"] and s["Slots"] == 0 else 1)' "$status"
+    then host_step unload-disables-device ok "ENABLE 0 seen, no slot left"
+    else host_step unload-disables-device fail "status: $(cat "$status" 2>/dev/null)"; fi
+} >"$work/steps.txt"
+
+echo
+echo "[e2e] summary (guest ran ${elapsed}s)"
+sed 's/^STEP /  /' "$work/steps.txt"
+passed=$(grep -c ' PASS ' "$work/steps.txt" || true)
+failed=$(grep -c ' FAIL ' "$work/steps.txt" || true)
+expected=9
+if [ "$failed" -eq 0 ] && [ "$passed" -ge "$expected" ]; then
+    echo "e2e: $passed passed, 0 failed"
+    exit 0
+fi
+mkdir -p "$artifacts"
+cp "$serial" "$server_log" "$work/steps.txt" "$artifacts/" 2>/dev/null || true
+cp "$work"/*.json "$work/host.log" "$artifacts/" 2>/dev/null || true
+echo "e2e: $passed passed, $failed failed (expected $expected steps); logs in $artifacts"
+exit 1
