@@ -23,6 +23,10 @@ pub struct Cli {
     /// $XDG_RUNTIME_DIR/nectl/parent.sock, else /tmp/nectl-UID/parent.sock].
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Run enclaves through the Linux driver at this device (e.g. /dev/nitro_enclaves)
+    /// instead of on an emulated parent; applies to the parent process a command starts.
+    #[arg(long, global = true, value_name = "DEVICE")]
+    pub device: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -235,7 +239,7 @@ struct ParentRunArgs {
 pub fn run(cli: Cli) -> Result<Option<Value>> {
     let socket = socket_path(cli.socket.as_deref());
     match cli.command {
-        Command::RunEnclave(args) => run_enclave(&socket, args).map(Some),
+        Command::RunEnclave(args) => run_enclave(&socket, cli.device.as_deref(), args).map(Some),
         Command::DescribeEnclaves => describe_enclaves(&socket).map(Some),
         Command::TerminateEnclave(args) => {
             let target = match (args.enclave_id, args.enclave_name) {
@@ -243,7 +247,7 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
                 (None, Some(name)) => Target::Name(name),
                 (None, None) => Target::All,
             };
-            call(&socket, &Request::Terminate(target), false).map(Some)
+            call(&socket, &Request::Terminate(target), None).map(Some)
         }
         Command::DescribeEif { eif_path } => eif_cmds::describe(&eif_path).map(Some),
         Command::BuildEif(args) => eif_cmds::build(&BuildArgs {
@@ -257,7 +261,7 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
         })
         .map(Some),
         Command::Explain { code } => explain(&code).map(Some),
-        Command::Parent(command) => parent(&socket, command),
+        Command::Parent(command) => parent(&socket, cli.device.as_deref(), command),
         Command::Serve(args) => serve(cli.socket.as_deref(), &args).map(|()| None),
         Command::Device(args) => device(&args).map(Some),
     }
@@ -364,7 +368,7 @@ fn init_logging() {
         .init();
 }
 
-fn run_enclave(socket: &Path, args: RunArgs) -> Result<Value> {
+fn run_enclave(socket: &Path, device: Option<&Path>, args: RunArgs) -> Result<Value> {
     let cpus = match (args.cpu_count, args.cpu_ids) {
         (Some(0), _) => {
             return Err(CliError::new(
@@ -414,7 +418,7 @@ fn run_enclave(socket: &Path, args: RunArgs) -> Result<Value> {
         debug: args.debug_mode,
         name: args.enclave_name,
     };
-    call(socket, &request, true)
+    call(socket, &request, Some(device))
 }
 
 fn describe_enclaves(socket: &Path) -> Result<Value> {
@@ -422,7 +426,7 @@ fn describe_enclaves(socket: &Path) -> Result<Value> {
     if !socket.exists() {
         return Ok(json!([]));
     }
-    call(socket, &Request::Describe, false)
+    call(socket, &Request::Describe, None)
 }
 
 fn explain(code: &str) -> Result<Value> {
@@ -439,7 +443,7 @@ fn explain(code: &str) -> Result<Value> {
     Ok(json!({ "Code": code.id(), "Explanation": code.explanation() }))
 }
 
-fn parent(socket: &Path, command: ParentCommand) -> Result<Option<Value>> {
+fn parent(socket: &Path, device: Option<&Path>, command: ParentCommand) -> Result<Option<Value>> {
     match command {
         ParentCommand::Run(args) => {
             init_logging();
@@ -456,7 +460,11 @@ fn parent(socket: &Path, command: ParentCommand) -> Result<Option<Value>> {
                 reply_timeout: Duration::from_secs(120),
                 ..ParentConfig::default()
             };
-            server::serve(socket, config).map(|()| None)
+            let spec = match device {
+                Some(path) => server::HostSpec::Kernel(path.to_owned()),
+                None => server::HostSpec::Emulated(config),
+            };
+            server::serve(socket, spec).map(|()| None)
         }
         ParentCommand::Stop => {
             if !socket.exists() {
@@ -464,11 +472,11 @@ fn parent(socket: &Path, command: ParentCommand) -> Result<Option<Value>> {
                     json!({ "Stopped": false, "Reason": "no emulated parent runs" }),
                 ));
             }
-            call(socket, &Request::Stop, false).map(Some)
+            call(socket, &Request::Stop, None).map(Some)
         }
-        ParentCommand::Status => call(socket, &Request::Status, false).map(Some),
+        ParentCommand::Status => call(socket, &Request::Status, None).map(Some),
         ParentCommand::EndEnclave { enclave, crash } => {
-            call(socket, &Request::End { enclave, crash }, false).map(Some)
+            call(socket, &Request::End { enclave, crash }, None).map(Some)
         }
     }
 }

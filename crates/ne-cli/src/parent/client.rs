@@ -19,13 +19,13 @@ use crate::paths::log_path;
 /// How long a newly started parent has to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Sends `request` to the parent on `socket`, starting one first if none answers and
-/// `start` is set; returns what it answered.
-pub fn call(socket: &Path, request: &Request, start: bool) -> Result<Value> {
+/// Sends `request` to the parent on `socket`; returns what it answered. If none answers
+/// and `start` is `Some`, starts one first (on the kernel device it names, if any).
+pub fn call(socket: &Path, request: &Request, start: Option<Option<&Path>>) -> Result<Value> {
     let stream = match UnixStream::connect(socket) {
         Ok(stream) => stream,
-        Err(_) if start => {
-            spawn_parent(socket)?;
+        Err(_) if start.is_some() => {
+            spawn_parent(socket, start.flatten())?;
             UnixStream::connect(socket).map_err(|e| unreachable(socket, &e.to_string()))?
         }
         Err(e) => {
@@ -66,7 +66,7 @@ fn unreachable(socket: &Path, why: &str) -> CliError {
 
 /// Starts `nectl parent run` in the background on `socket`, logging beside it, and waits
 /// until it listens.
-fn spawn_parent(socket: &Path) -> Result<()> {
+fn spawn_parent(socket: &Path, device: Option<&Path>) -> Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| unreachable(socket, &e.to_string()))?;
     }
@@ -76,9 +76,12 @@ fn spawn_parent(socket: &Path) -> Result<()> {
         .open(log_path(socket))
         .map_err(|e| unreachable(socket, &format!("cannot open its log: {e}")))?;
     let exe = std::env::current_exe().map_err(|e| unreachable(socket, &e.to_string()))?;
-    let mut child = Command::new(exe)
-        .args(["parent", "run", "--socket"])
-        .arg(socket)
+    let mut command = Command::new(exe);
+    command.args(["parent", "run", "--socket"]).arg(socket);
+    if let Some(device) = device {
+        command.arg("--device").arg(device);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

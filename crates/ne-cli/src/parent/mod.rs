@@ -2,5 +2,6 @@
 //! The emulated parent as a background process, and how `nectl` reaches it.
 
 pub mod client;
+pub mod host;
 pub mod protocol;
 pub mod server;

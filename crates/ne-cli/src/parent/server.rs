@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The emulated parent as a background process: one [`Parent`] and the enclaves launched
+//! The parent process: one enclave host (an emulated [`Parent`], or the kernel's driver)
+//! and the enclaves launched
 //! on it, served over a Unix socket so that enclaves outlive the `nectl` that ran them, as
 //! nitro-cli's enclave processes do.
 
@@ -9,14 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
-use ne_abi::EnclaveState;
-use ne_parent::{
-    CpuRequest, LaunchError, LaunchRequest, LaunchStep, Launched, Parent, ParentConfig,
-};
+use ne_parent::{CpuRequest, LaunchError, LaunchRequest, LaunchStep, Parent, ParentConfig};
 use serde_json::{json, Value};
 
 use crate::error::{CliError, Code, Result};
 use crate::json::{EnclaveJson, MeasurementsJson, TerminatedJson};
+use crate::parent::host::{Host, Running};
 use crate::parent::protocol::{Cpus, Request, Response, Target};
 
 /// The instance ID nitro-cli falls back to when the parent has no asset tag.
@@ -32,13 +31,13 @@ const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 struct Entry {
     name: String,
     id: String,
-    launched: Launched,
+    running: Running,
     measurements: Option<MeasurementsJson>,
 }
 
 /// The server's state.
 struct Server {
-    parent: Parent,
+    host: Host,
     enclaves: Mutex<Vec<Entry>>,
     instance_id: String,
     socket: PathBuf,
@@ -46,16 +45,38 @@ struct Server {
 
 /// Runs the emulated parent on `socket` until a `Stop` request. Fails if another parent
 /// already answers there.
-pub fn serve(socket: &Path, config: ParentConfig) -> Result<()> {
+/// What the parent process runs enclaves on.
+#[derive(Clone, Debug)]
+pub enum HostSpec {
+    /// An emulated parent of this shape.
+    Emulated(ParentConfig),
+    /// The kernel's driver at this path.
+    Kernel(PathBuf),
+}
+
+/// Runs the parent process on `socket` until a `Stop` request. Fails if another parent
+/// already answers there.
+pub fn serve(socket: &Path, spec: HostSpec) -> Result<()> {
     let listener = bind(socket)?;
-    let parent = Parent::new(config).map_err(|e| {
-        CliError::new(
-            Code::ParentConnection,
-            format!("cannot build the emulated parent: {e}"),
-        )
-    })?;
+    let host = match spec {
+        HostSpec::Emulated(config) => Parent::new(config)
+            .map(|p| Host::Emulated(Box::new(p)))
+            .map_err(|e| {
+                CliError::new(
+                    Code::ParentConnection,
+                    format!("cannot build the emulated parent: {e}"),
+                )
+            })?,
+        HostSpec::Kernel(path) => Host::kernel(&path).map_err(|e| {
+            CliError::new(
+                Code::ParentConnection,
+                format!("cannot open {}: {e}", path.display()),
+            )
+            .hint("is the nitro_enclaves module loaded, and are you allowed to open the device?")
+        })?,
+    };
     let server = Arc::new(Server {
-        parent,
+        host,
         enclaves: Mutex::new(Vec::new()),
         instance_id: std::env::var(INSTANCE_ID_ENV)
             .unwrap_or_else(|_| DEFAULT_INSTANCE_ID.to_owned()),
@@ -156,9 +177,8 @@ impl Server {
     /// when its poll reports POLLHUP.
     fn reap(&self) {
         let mut entries = self.entries();
-        let (stopped, running): (Vec<Entry>, Vec<Entry>) = entries
-            .drain(..)
-            .partition(|e| e.launched.enclave.has_event());
+        let (stopped, running): (Vec<Entry>, Vec<Entry>) =
+            entries.drain(..).partition(|e| !e.running.is_running());
         *entries = running;
         for entry in stopped {
             tracing::warn!(enclave = %entry.id, name = %entry.name, "enclave stopped on its own; releasing it");
@@ -191,21 +211,18 @@ impl Server {
             cid,
             debug,
         };
-        let launched = self
-            .parent
+        let (running, measurements) = self
+            .host
             .launch(&request)
             .map_err(|e| self.launch_error(e))?;
-        let uid = launched.enclave.slot_uid();
+        let uid = running.slot_uid();
         let entry = Entry {
             id: format!("{}-enc{uid:x}", self.instance_id),
             name,
-            measurements: self
-                .parent
-                .image(uid)
-                .map(|image| MeasurementsJson::from(&image.measurements)),
-            launched,
+            measurements,
+            running,
         };
-        tracing::info!(enclave = %entry.id, name = %entry.name, cid = entry.launched.cid, "enclave running");
+        tracing::info!(enclave = %entry.id, name = %entry.name, cid = entry.running.cid(), "enclave running");
         let mut out = self.describe_entry(&entry);
         out.state = None;
         out.flags = None;
@@ -242,8 +259,8 @@ impl Server {
     }
 
     fn describe_entry(&self, entry: &Entry) -> EnclaveJson {
-        let info = entry.launched.enclave.info();
-        let state = if info.state == EnclaveState::Running.value() {
+        let running = &entry.running;
+        let state = if running.is_running() {
             "RUNNING"
         } else {
             "TERMINATING"
@@ -252,13 +269,13 @@ impl Server {
             name: entry.name.clone(),
             id: entry.id.clone(),
             process_id: std::process::id(),
-            cid: entry.launched.cid,
-            cpu_count: entry.launched.cpu_ids.len(),
-            cpu_ids: entry.launched.cpu_ids.clone(),
-            memory_mib: entry.launched.memory_mib,
+            cid: running.cid(),
+            cpu_count: running.cpu_ids().len(),
+            cpu_ids: running.cpu_ids().to_vec(),
+            memory_mib: running.memory_mib(),
             state: Some(state.to_owned()),
             flags: Some(
-                if info.flags & 1 != 0 {
+                if running.debug() {
                     "DEBUG_MODE"
                 } else {
                     "NONE"
@@ -299,19 +316,15 @@ impl Server {
             .into_iter()
             .map(|entry| {
                 let Entry {
-                    name, id, launched, ..
+                    name, id, running, ..
                 } = entry;
-                let Launched {
-                    enclave, memory, ..
-                } = launched;
-                let terminated = match enclave.release() {
+                let terminated = match running.release() {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(enclave = %id, "release failed: {e}");
                         false
                     }
                 };
-                drop(memory);
                 tracing::info!(enclave = %id, "enclave terminated");
                 TerminatedJson {
                     name,
@@ -338,34 +351,27 @@ impl Server {
                     format!("no enclave is named or numbered {enclave:?}"),
                 )
             })?;
-        let uid = entry.launched.enclave.slot_uid();
-        let ended = if crash {
-            self.parent.crash(uid)
-        } else {
-            self.parent.exit(uid)
-        };
+        let ended = self
+            .host
+            .end(&entry.running, crash)
+            .map_err(|why| CliError::new(Code::InvalidArgument, why))?;
         // Answer once the driver has seen the event (POLLHUP), so the next command finds
         // the enclave gone.
-        let seen = ended && entry.launched.enclave.wait_event(EVENT_WAIT);
+        let seen = ended && entry.running.wait_stopped(EVENT_WAIT);
         Ok(json!({ "EnclaveID": entry.id, "Ended": ended, "Crashed": crash, "EventSeen": seen }))
     }
 
     fn status(&self) -> Value {
-        let config = self.parent.config();
-        let pool = self.parent.driver().cpu_pool();
-        let hugepage_mib = self.parent.hugepage_bytes() >> 20;
-        json!({
+        let mut status = json!({
             "ProcessID": std::process::id(),
             "Socket": self.socket,
             "InstanceID": self.instance_id,
             "Enclaves": self.entries().len(),
-            "CPUs": config.cores * config.threads_per_core,
-            "CpuPool": pool.map(|p| p.cpus().into_iter().collect::<Vec<u32>>()),
-            "MemoryMiB": config.ram_mib,
-            "HugepagesTotalMiB": self.parent.total_hugepages() * hugepage_mib,
-            "HugepagesFreeMiB": self.parent.free_hugepages(0) * hugepage_mib,
-            "MaxEnclaves": config.max_slots,
-        })
+        });
+        if let (Some(out), Value::Object(host)) = (status.as_object_mut(), self.host.status()) {
+            out.extend(host);
+        }
+        status
     }
 
     /// Turns a launch failure into the code nitro-cli would give, with a hint.
@@ -390,9 +396,12 @@ impl Server {
                     .hint("ask for fewer CPUs, or terminate an enclave to free its cores")
             }
             (LaunchStep::CreateVm, _, Some(28)) => {
+                let most = self
+                    .host
+                    .max_enclaves()
+                    .map_or_else(|| "a few".to_owned(), |n| n.to_string());
                 CliError::new(Code::CreateVm, message).hint(format!(
-                    "at most {} enclaves run at once; terminate one first",
-                    self.parent.config().max_slots
+                    "at most {most} enclaves run at once; terminate one first"
                 ))
             }
             (LaunchStep::CreateVm, _, _) => CliError::new(Code::CreateVm, message),
@@ -405,10 +414,8 @@ impl Server {
             (LaunchStep::AddVcpu, _, _) => CliError::new(Code::AddVcpu, message),
             (LaunchStep::Start, _, Some(ne_parent::ENOEXEC)) => {
                 let reason = self
-                    .parent
-                    .device()
-                    .last_rejection()
-                    .map(|r| r.error.to_string())
+                    .host
+                    .refusal_reason()
                     .unwrap_or_else(|| "the image is not valid".to_owned());
                 CliError::new(Code::EnclaveBoot, format!("the hypervisor refused the image: {reason}"))
                     .hint("rebuild the image with `nectl build-eif` and check it with `nectl describe-eif`")
