@@ -15,11 +15,12 @@ tests/e2e/provision.sh
 root=$cache/root
 guest=$cache/guest
 
-echo "[e2e] building nectl and the static guest program"
+echo "[e2e] building nectl, and static builds of nectl and the guest program"
 cargo build --quiet --locked -p ne-cli
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --locked -p ne-e2e-guest \
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --locked -p ne-e2e-guest -p ne-cli \
     --target x86_64-unknown-linux-gnu
 nectl=$repo/target/debug/nectl
+static=$repo/target/x86_64-unknown-linux-gnu/debug
 
 work=$(mktemp -d)
 server_pid=""
@@ -34,7 +35,9 @@ echo "[e2e] making the initramfs"
 mkdir -p "$work/initrd"/{bin,dev,proc,sys,lib}
 cp "$guest/busybox" "$work/initrd/bin/busybox"
 cp "$guest/nitro_enclaves.ko" "$work/initrd/lib/"
-cp target/x86_64-unknown-linux-gnu/debug/ne-e2e-guest "$work/initrd/bin/"
+cp "$static/ne-e2e-guest" "$static/nectl" "$work/initrd/bin/"
+"$nectl" build-eif --kernel examples/hello/kernel --ramdisk examples/hello/init \
+    --output "$work/initrd/hello.eif" >/dev/null
 install -m 0755 tests/e2e/init "$work/initrd/init"
 mkdir -p "$root/tmp/ne-e2e" "$root/run"
 (cd "$work/initrd" && find . | cpio -o -H newc --quiet | gzip -1) >"$root/tmp/ne-e2e/initrd.gz"
@@ -107,7 +110,7 @@ echo "[e2e] summary (guest ran ${elapsed}s)"
 sed 's/^STEP /  /' "$work/steps.txt"
 passed=$(grep -c ' PASS ' "$work/steps.txt" || true)
 failed=$(grep -c ' FAIL ' "$work/steps.txt" || true)
-expected=9
+expected=12
 if [ "$failed" -eq 0 ] && [ "$passed" -ge "$expected" ]; then
     echo "e2e: $passed passed, 0 failed"
     exit 0
