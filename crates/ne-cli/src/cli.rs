@@ -128,6 +128,10 @@ struct ServeArgs {
     /// A control socket to open beside it (see `nectl device`).
     #[arg(long)]
     control: Option<PathBuf>,
+    /// Make every enclave start take this long, completed off the socket loop (to test
+    /// how a guest copes with slow boots).
+    #[arg(long)]
+    start_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -332,7 +336,8 @@ fn serve(socket: Option<&Path>, args: &ServeArgs) -> Result<()> {
         max_vcpus_per_slot: args.max_vcpus,
         ..ne_vfio_user::default_device_config()
     };
-    let server = ne_vfio_user::NeServer::new(socket, config)
+    let delay = args.start_delay_ms.map(Duration::from_millis);
+    let server = ne_vfio_user::NeServer::with_start_delay(socket, config, delay)
         .map_err(|e| CliError::new(Code::InvalidArgument, format!("{e}: {}", error_chain(&e))))?;
     if let Some(control) = &args.control {
         ne_vfio_user::control::spawn(control, server.shared()).map_err(|e| {

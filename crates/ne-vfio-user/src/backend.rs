@@ -32,19 +32,39 @@ pub struct Shared {
     pub dma: Mutex<DmaMaps>,
     /// The configuration to reset to.
     pub config: DeviceConfig,
+    /// How long simulated enclave starts take; `None`: they complete in the doorbell write.
+    pub start_delay: Option<std::time::Duration>,
 }
 
 impl Shared {
-    /// A fresh device for `config` (validated by the caller).
-    pub fn new(config: DeviceConfig) -> io::Result<Shared> {
+    /// A fresh device for `config` (validated by the caller) whose enclave starts take
+    /// `start_delay` (see [`crate::starts`]).
+    pub fn new(
+        config: DeviceConfig,
+        start_delay: Option<std::time::Duration>,
+    ) -> io::Result<Shared> {
         let irq = EventFdInterrupt::default();
-        let device = NePciDevice::new(config.clone(), irq.clone()).map_err(io::Error::other)?;
+        let device = Self::fresh_device(&config, &irq, start_delay)?;
         Ok(Shared {
             device: Mutex::new(device),
             irq,
             dma: Mutex::new(DmaMaps::default()),
             config,
+            start_delay,
         })
+    }
+
+    fn fresh_device(
+        config: &DeviceConfig,
+        irq: &EventFdInterrupt,
+        start_delay: Option<std::time::Duration>,
+    ) -> io::Result<ServedDevice> {
+        let hypervisor = match start_delay {
+            Some(_) => SimulatedHypervisor::deferred(),
+            None => SimulatedHypervisor::new(),
+        };
+        NePciDevice::with_hypervisor(config.clone(), irq.clone(), hypervisor)
+            .map_err(io::Error::other)
     }
 
     /// The device, locked.

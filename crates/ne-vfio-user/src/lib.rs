@@ -13,14 +13,17 @@
 //! socket. The client is untrusted: malformed, truncated or out-of-range messages get an
 //! error reply or a closed connection, never a crash.
 //!
-//! Commands complete inside the BAR write that rings the doorbell: the simulated
-//! hypervisor starts enclaves at once, so no command can stall the socket loop.
+//! Commands complete inside the BAR write that rings the doorbell, except enclave starts
+//! when they take time (`--start-delay-ms`, later a real VM boot): then the device holds
+//! the reply, the socket loop goes on serving config and BAR messages, and a pump thread
+//! ([`starts`]) finishes the start off the loop and raises vector 0.
 #![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod control;
 pub mod irq;
 pub mod ram;
+pub mod starts;
 
 use std::io;
 use std::mem::size_of;
@@ -128,11 +131,23 @@ pub struct NeServer {
 impl NeServer {
     /// A server for `config` on `socket` (not yet listening).
     pub fn new(socket: &Path, config: DeviceConfig) -> Result<NeServer, Error> {
+        Self::with_start_delay(socket, config, None)
+    }
+
+    /// A server whose enclave starts take `start_delay`, completed off the socket loop.
+    pub fn with_start_delay(
+        socket: &Path,
+        config: DeviceConfig,
+        start_delay: Option<std::time::Duration>,
+    ) -> Result<NeServer, Error> {
         config.validate()?;
-        let shared = Shared::new(config).map_err(Error::Reset)?;
+        let shared = Arc::new(Shared::new(config, start_delay).map_err(Error::Reset)?);
+        if let Some(delay) = start_delay {
+            starts::spawn(Arc::clone(&shared), delay).map_err(Error::Reset)?;
+        }
         Ok(NeServer {
             socket: socket.to_owned(),
-            shared: Arc::new(shared),
+            shared,
         })
     }
 

@@ -268,3 +268,81 @@ fn test_hostile_messages_get_errors_and_a_disconnect_resets_for_the_next_client(
     drop(client);
     second.join().unwrap().unwrap();
 }
+
+#[test]
+fn test_slow_start_completes_off_the_socket_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ne.sock");
+    let delay = Duration::from_millis(1500);
+    let server = NeServer::with_start_delay(&socket, default_device_config(), Some(delay)).unwrap();
+    let serving = thread::spawn(move || server.serve_one());
+    let mut client = connect(&socket);
+    let reply = EventFd::new(EFD_NONBLOCK).unwrap();
+    let event = EventFd::new(EFD_NONBLOCK).unwrap();
+    client
+        .set_irqs(
+            VFIO_PCI_MSIX_IRQ_INDEX,
+            VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+            0,
+            2,
+            &[reply.as_raw_fd(), event.as_raw_fd()],
+        )
+        .unwrap();
+    let ram = tempfile::tempfile().unwrap();
+    client.dma_map(0, 0, GIB, ram.as_raw_fd()).unwrap();
+    client.region_write(BAR3, regs::ENABLE, &[1]).unwrap();
+    assert_eq!(command(&mut client, &reply, Command::SlotAlloc, &[0]), 0);
+    assert_eq!(
+        command(
+            &mut client,
+            &reply,
+            Command::SlotAddMem,
+            &le(&[1, 0, 64 << 20])
+        ),
+        0
+    );
+    assert_eq!(
+        command(&mut client, &reply, Command::SlotAddVcpu, &le(&[1, 1])),
+        0
+    );
+
+    let rung = Instant::now();
+    client
+        .region_write(BAR3, regs::SEND_DATA, &le(&[1, 0, 0]))
+        .unwrap();
+    client
+        .region_write(
+            BAR3,
+            regs::COMMAND,
+            &Command::EnclaveStart.number().to_le_bytes(),
+        )
+        .unwrap();
+    // While the enclave boots, config space and registers answer at once.
+    assert_eq!(read_u32(&mut client, CONFIG, 0), 0xe4c1_1d0f);
+    let mut enable = [0];
+    client.region_read(BAR3, regs::ENABLE, &mut enable).unwrap();
+    assert_eq!(enable, [1]);
+    assert!(
+        rung.elapsed() < delay / 2,
+        "a pending start stalled the socket loop"
+    );
+    assert!(reply.read().is_err(), "no reply before the start finishes");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reply.read().is_err() {
+        assert!(Instant::now() < deadline, "the start never finished");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(rung.elapsed() >= delay);
+    assert_eq!(
+        read_u32(&mut client, BAR3, regs::RECV_DATA),
+        0,
+        "ENCLAVE_START rc"
+    );
+    assert!(
+        read_u32(&mut client, BAR3, regs::RECV_DATA + 16) >= 4,
+        "a CID came back"
+    );
+    drop(client);
+    serving.join().unwrap().unwrap();
+}
