@@ -74,15 +74,8 @@ fn setup() -> Step {
     Ok(format!("ne_cpus={POOL}, nr_hugepages={}", got.trim()))
 }
 
-/// An enclave with `pages` hugepages (one region each) and `vcpus` auto vCPUs, not started.
-fn build(
-    device: &KernelDevice,
-    pages: usize,
-    vcpus: usize,
-) -> Result<(KernelEnclave, Vec<HugepageMemory>), String> {
-    let enclave = device
-        .create_vm()
-        .map_err(|e| format!("NE_CREATE_VM: {e}"))?;
+/// Donates `pages` hugepages to `enclave`, one `NE_SET_USER_MEMORY_REGION` each.
+fn donate(enclave: &KernelEnclave, pages: usize) -> Result<Vec<HugepageMemory>, String> {
     let mut memory = Vec::with_capacity(pages);
     for _ in 0..pages {
         let page = HugepageMemory::new(PAGE).map_err(|e| format!("mmap hugepage: {e}"))?;
@@ -96,6 +89,19 @@ fn build(
             .map_err(|e| format!("NE_SET_USER_MEMORY_REGION: {e}"))?;
         memory.push(page);
     }
+    Ok(memory)
+}
+
+/// An enclave with `pages` hugepages and `vcpus` auto vCPUs, not started.
+fn build(
+    device: &KernelDevice,
+    pages: usize,
+    vcpus: usize,
+) -> Result<(KernelEnclave, Vec<HugepageMemory>), String> {
+    let enclave = device
+        .create_vm()
+        .map_err(|e| format!("NE_CREATE_VM: {e}"))?;
+    let memory = donate(&enclave, pages)?;
     for _ in 0..vcpus {
         enclave
             .add_vcpu(0)
@@ -115,19 +121,7 @@ fn sample(device: &KernelDevice) -> Step {
     if offset != EIF_LOAD_OFFSET {
         return Err(format!("image offset {offset:#x}, expected 8 MiB"));
     }
-    let mut memory = Vec::new();
-    for _ in 0..256 {
-        let page = HugepageMemory::new(PAGE).map_err(|e| format!("mmap hugepage: {e}"))?;
-        let region = NeUserMemoryRegion {
-            flags: 0,
-            memory_size: MIN_MEM_REGION_SIZE,
-            userspace_addr: page.addr(),
-        };
-        enclave
-            .set_user_memory_region(region)
-            .map_err(|e| format!("NE_SET_USER_MEMORY_REGION: {e}"))?;
-        memory.push(page);
-    }
+    let _memory = donate(&enclave, 256)?;
     let cpus = [enclave.add_vcpu(0), enclave.add_vcpu(0)];
     let cpus: Vec<u32> = cpus
         .into_iter()
