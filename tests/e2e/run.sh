@@ -75,6 +75,10 @@ while kill -0 "$qemu" 2>/dev/null; do
             "HOST crash slot="*)
                 slot=${line#HOST crash slot=}; slot=${slot%% *}
                 "$nectl" device --control "$control" end-enclave --slot "$slot" --crash >>"$work/host.log" 2>&1 ;;
+            "HOST fault "*)
+                read -r _ _ command rc <<<"$line"
+                "$nectl" device --control "$control" fault --command "$command" --count 1 --rc "$rc" \
+                    >>"$work/host.log" 2>&1 ;;
             "HOST checkpoint")
                 "$nectl" device --control "$control" history >"$history" 2>>"$work/host.log" ;;
             "HOST unloaded")
@@ -110,7 +114,7 @@ echo "[e2e] summary (guest ran ${elapsed}s)"
 sed 's/^STEP /  /' "$work/steps.txt"
 passed=$(grep -c ' PASS ' "$work/steps.txt" || true)
 failed=$(grep -c ' FAIL ' "$work/steps.txt" || true)
-expected=12
+expected=13
 if [ "$failed" -eq 0 ] && [ "$passed" -ge "$expected" ]; then
     echo "e2e: $passed passed, 0 failed"
     exit 0

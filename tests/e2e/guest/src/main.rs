@@ -176,6 +176,54 @@ fn errors(device: &KernelDevice) -> Step {
     Ok("CID in use: EADDRINUSE; reserved CID and bad flags: NE_ERR_*; 4 enclaves ran at once; the 5th: ENOSPC".to_owned())
 }
 
+/// Asks the host to make the device answer the next `command` with `rc`, and gives it
+/// time to do so (it polls the serial console every 0.2 s).
+fn arm_fault(command: &str, rc: i32) {
+    println!("HOST fault {command} {rc}");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+}
+
+/// Device rejections of every command the enclave ioctls send reach user space as the
+/// device's errno (armed by the host through the control interface).
+fn device_errors(device: &KernelDevice) -> Step {
+    const EIO: i32 = 5;
+    const EBUSY: i32 = 16;
+    arm_fault("SLOT_ALLOC", -EBUSY);
+    expect_errno(
+        "NE_CREATE_VM",
+        device.create_vm().map(|e| e.slot_uid()),
+        EBUSY,
+    )?;
+    let enclave = device
+        .create_vm()
+        .map_err(|e| format!("NE_CREATE_VM: {e}"))?;
+    arm_fault("SLOT_ADD_MEM", -EIO);
+    let page = HugepageMemory::new(PAGE).map_err(|e| format!("mmap hugepage: {e}"))?;
+    let region = NeUserMemoryRegion {
+        flags: 0,
+        memory_size: MIN_MEM_REGION_SIZE,
+        userspace_addr: page.addr(),
+    };
+    expect_errno(
+        "NE_SET_USER_MEMORY_REGION",
+        enclave.set_user_memory_region(region),
+        EIO,
+    )?;
+    let _memory = donate(&enclave, 32)?;
+    arm_fault("SLOT_ADD_VCPU", -EIO);
+    expect_errno("NE_ADD_VCPU", enclave.add_vcpu(0), EIO)?;
+    // As in Linux, the core claimed for the refused vCPU stays with the enclave.
+    enclave
+        .add_vcpu(0)
+        .map_err(|e| format!("NE_ADD_VCPU after the fault: {e}"))?;
+    arm_fault("ENCLAVE_START", -EIO);
+    expect_errno("NE_START_ENCLAVE", enclave.start(0, 0), EIO)?;
+    enclave
+        .start(0, 0)
+        .map_err(|e| format!("NE_START_ENCLAVE after the fault: {e}"))?;
+    Ok("SLOT_ALLOC, SLOT_ADD_MEM, SLOT_ADD_VCPU and ENCLAVE_START rejections reach user space as the device's errno; each retry works".to_owned())
+}
+
 /// Starts an enclave, asks the host to crash it, and waits for POLLHUP.
 fn crash(device: &KernelDevice) -> Step {
     let (enclave, _memory) = build(device, 32, 1)?;
@@ -205,6 +253,7 @@ fn main() {
         Ok(device) => {
             count(report("sample", sample(&device)));
             count(report("errors", errors(&device)));
+            count(report("device-errors", device_errors(&device)));
             count(report("crash", crash(&device)));
         }
         Err(e) => count(report("open", Err(e.to_string()))),
