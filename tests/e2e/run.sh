@@ -60,7 +60,7 @@ timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 6 
     -kernel /tmp/ne-e2e/vmlinuz -initrd /tmp/ne-e2e/initrd.gz \
     -append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot \
     -device '{"driver":"vfio-user-pci","socket":{"path":"/run/ne-e2e.sock","type":"unix"}}' \
-    >"$serial" 2>&1 &
+    </dev/null >"$serial" 2>&1 &
 qemu=$!
 
 # Act on the guest's HOST requests while it runs.
