@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Any sequence of BAR and config-space accesses and commands: the device never panics,
+//! and its interrupt and counter invariants hold (`ne_device::test_utils::run_ops`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ne_device::test_utils::{run_ops, BarOp};
+
+fuzz_target!(|ops: Vec<BarOp>| {
+    run_ops(&ops);
+});
