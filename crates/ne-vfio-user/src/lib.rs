@@ -18,6 +18,15 @@
 //! the reply, the socket loop goes on serving config and BAR messages, and a pump thread
 //! ([`starts`]) finishes the start off the loop and raises vector 0.
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod backend;
 pub mod control;
