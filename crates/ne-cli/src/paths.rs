@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Where the emulated parent listens: `--socket`, else `$NECTL_SOCKET`, else
-//! `$XDG_RUNTIME_DIR/nectl/parent.sock`, else `/tmp/nectl-<uid>/parent.sock`. Its log is
+//! `$XDG_RUNTIME_DIR/nectl/parent.sock`, else `/tmp/nectl-<uid>/parent.sock`. A lock file
+//! beside it (`parent.lock`) makes one parent own the socket. Its log is
 //! `parent.log` beside the socket.
 
 use std::os::unix::fs::MetadataExt;

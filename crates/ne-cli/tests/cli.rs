@@ -302,3 +302,39 @@ fn test_commands_without_a_parent_say_so() {
     sandbox.fails(&["terminate-enclave", "--all"], "E39");
     assert_eq!(sandbox.json(&["parent", "stop"])["Stopped"], false);
 }
+
+#[test]
+fn test_concurrent_run_enclave_without_a_parent_all_succeed() {
+    let sandbox = Sandbox::new();
+    let (eif, _) = sandbox.eif("together");
+    let eif = path(&eif).to_owned();
+    let outputs: Vec<Output> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..3)
+            .map(|i| {
+                let sandbox = &sandbox;
+                let eif = eif.clone();
+                scope.spawn(move || {
+                    let name = format!("e{i}");
+                    sandbox.nectl(&run_args(
+                        &eif,
+                        &format!("--cpu-count 2 --memory 64 --enclave-name {name}"),
+                    ))
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+    for output in &outputs {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let list = sandbox.json(&["describe-enclaves"]);
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        3,
+        "one parent holds all three"
+    );
+}

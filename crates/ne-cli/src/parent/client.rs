@@ -16,6 +16,8 @@ use crate::error::{CliError, Code, Result};
 use crate::parent::protocol::{Request, Response};
 use crate::paths::log_path;
 
+/// How long to wait for the parent another `nectl` started, when ours lost the race.
+const LOSER_GRACE: Duration = Duration::from_secs(5);
 /// How long a newly started parent has to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -95,9 +97,14 @@ fn spawn_parent(socket: &Path, device: Option<&Path>) -> Result<()> {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            // Another nectl may have started one at the same moment; its socket counts.
-            if UnixStream::connect(socket).is_ok() {
-                return Ok(());
+            // Another nectl may have started one at the same moment, which then owns the
+            // socket: give it a moment to listen before calling this a failure.
+            let grace = Instant::now() + LOSER_GRACE;
+            while Instant::now() < grace {
+                if UnixStream::connect(socket).is_ok() {
+                    return Ok(());
+                }
+                thread::sleep(Duration::from_millis(20));
             }
             return Err(unreachable(
                 socket,

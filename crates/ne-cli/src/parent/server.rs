@@ -57,7 +57,7 @@ pub enum HostSpec {
 /// Runs the parent process on `socket` until a `Stop` request. Fails if another parent
 /// already answers there.
 pub fn serve(socket: &Path, spec: HostSpec) -> Result<()> {
-    let listener = bind(socket)?;
+    let (listener, _lock) = bind(socket)?;
     let host = match spec {
         HostSpec::Emulated(config) => Parent::new(config)
             .map(|p| Host::Emulated(Box::new(p)))
@@ -91,7 +91,11 @@ pub fn serve(socket: &Path, spec: HostSpec) -> Result<()> {
     Ok(())
 }
 
-fn bind(socket: &Path) -> Result<UnixListener> {
+/// Claims `socket` for this process and listens on it. A lock file beside it, held for the
+/// process's life, makes the claim exclusive: two parents started at once (two `nectl`s
+/// racing to start one) cannot both listen, and a socket file found while holding the
+/// lock is a dead parent's and is replaced.
+fn bind(socket: &Path) -> Result<(UnixListener, std::fs::File)> {
     let unreachable = |e: std::io::Error| {
         CliError::new(
             Code::ParentConnection,
@@ -101,18 +105,28 @@ fn bind(socket: &Path) -> Result<UnixListener> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(unreachable)?;
     }
-    if socket.exists() {
-        if UnixStream::connect(socket).is_ok() {
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(socket.with_extension("lock"))
+        .map_err(unreachable)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
             return Err(CliError::new(
                 Code::ParentConnection,
-                format!("a parent already listens on {}", socket.display()),
+                format!("a parent already owns {}", socket.display()),
             )
             .hint("stop it with `nectl parent stop`, or pick another --socket"));
         }
-        // A socket nobody listens on: left by a parent that died.
+        Err(std::fs::TryLockError::Error(e)) => return Err(unreachable(e)),
+    }
+    if socket.exists() {
         std::fs::remove_file(socket).map_err(unreachable)?;
     }
-    UnixListener::bind(socket).map_err(unreachable)
+    let listener = UnixListener::bind(socket).map_err(unreachable)?;
+    Ok((listener, lock))
 }
 
 impl Server {
