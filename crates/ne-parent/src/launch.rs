@@ -114,30 +114,49 @@ pub fn min_memory_mib(eif_len: u64) -> u64 {
     bytes.div_ceil(HUGEPAGE_BYTES) * HUGEPAGE_BYTES / MIB
 }
 
-impl Parent {
-    /// Launches an enclave as nitro-cli does, returning it running.
-    pub fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
-        check_cpus(&request.cpus)?;
-        let min_mib = min_memory_mib(request.eif.len() as u64);
-        if request.memory_mib < min_mib {
+impl CpuRequest {
+    /// The ids to pass to `NE_ADD_VCPU`, in order: 0 (any) per CPU counted, or the ids.
+    pub fn vcpu_ids(&self) -> Vec<u32> {
+        match self {
+            CpuRequest::Count(count) => vec![0; usize::try_from(*count).unwrap_or(0)],
+            CpuRequest::Ids(ids) => ids.clone(),
+        }
+    }
+}
+
+impl LaunchRequest {
+    /// The checks nitro-cli makes before it touches the driver: a CPU request that names
+    /// something, and enough memory for the image in whole 2 MiB hugepages.
+    pub fn check(&self) -> Result<(), LaunchError> {
+        check_cpus(&self.cpus)?;
+        let min_mib = min_memory_mib(self.eif.len() as u64);
+        if self.memory_mib < min_mib {
             return Err(LaunchError::new(
                 LaunchStep::MemoryRequested,
                 format!(
                     "{} MiB of memory asked for, but this {}-byte EIF needs at least {min_mib} MiB",
-                    request.memory_mib,
-                    request.eif.len()
+                    self.memory_mib,
+                    self.eif.len()
                 ),
             ));
         }
-        if !request.memory_mib.is_multiple_of(2) {
+        if !self.memory_mib.is_multiple_of(2) {
             return Err(LaunchError::new(
                 LaunchStep::MemoryRequested,
                 format!(
                     "{} MiB is not a whole number of 2 MiB hugepages",
-                    request.memory_mib
+                    self.memory_mib
                 ),
             ));
         }
+        Ok(())
+    }
+}
+
+impl Parent {
+    /// Launches an enclave as nitro-cli does, returning it running.
+    pub fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
+        request.check()?;
         let enclave = self
             .driver()
             .create_vm()
@@ -242,11 +261,7 @@ fn check_cpus(cpus: &CpuRequest) -> Result<(), LaunchError> {
 }
 
 fn add_cpus(enclave: &ParentEnclave, cpus: &CpuRequest) -> Result<Vec<u32>, LaunchError> {
-    let wanted: Vec<u32> = match cpus {
-        CpuRequest::Count(count) => vec![0; usize::try_from(*count).unwrap_or(0)],
-        CpuRequest::Ids(ids) => ids.clone(),
-    };
-    wanted
+    cpus.vcpu_ids()
         .into_iter()
         .map(|id| {
             enclave

@@ -10,10 +10,7 @@ use std::time::Duration;
 use ne_abi::uapi::{EIF_IMAGE, ENCLAVE_DEBUG_MODE};
 use ne_abi::{EnclaveState, NeError, NeUserMemoryRegion};
 use ne_driver::sys::{HugepageMemory, KernelDevice, KernelEnclave};
-use ne_parent::{
-    min_memory_mib, CpuRequest, LaunchError, LaunchRequest, LaunchStep, Launched, Parent,
-    HUGEPAGE_BYTES,
-};
+use ne_parent::{LaunchError, LaunchRequest, LaunchStep, Launched, Parent, HUGEPAGE_BYTES};
 use serde_json::{json, Value};
 
 use crate::json::MeasurementsJson;
@@ -253,17 +250,7 @@ fn launch_kernel(
     device: &KernelDevice,
     request: &LaunchRequest,
 ) -> Result<KernelRunning, LaunchError> {
-    let min = min_memory_mib(request.eif.len() as u64);
-    if request.memory_mib < min || !request.memory_mib.is_multiple_of(2) {
-        return Err(LaunchError {
-            step: LaunchStep::MemoryRequested,
-            message: format!(
-                "{} MiB asked for; this image needs at least {min} MiB in whole 2 MiB pages",
-                request.memory_mib
-            ),
-            driver: None,
-        });
-    }
+    request.check()?;
     let enclave = device
         .create_vm()
         .map_err(|e| ioctl_failed(LaunchStep::CreateVm, "NE_CREATE_VM", &e))?;
@@ -301,11 +288,9 @@ fn launch_kernel(
             .set_user_memory_region(region)
             .map_err(|e| ioctl_failed(LaunchStep::SetMemory, "NE_SET_USER_MEMORY_REGION", &e))?;
     }
-    let wanted: Vec<u32> = match &request.cpus {
-        CpuRequest::Count(n) => vec![0; usize::try_from(*n).unwrap_or(0)],
-        CpuRequest::Ids(ids) => ids.clone(),
-    };
-    let cpu_ids = wanted
+    let cpu_ids = request
+        .cpus
+        .vcpu_ids()
         .into_iter()
         .map(|id| {
             enclave
