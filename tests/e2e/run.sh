@@ -55,7 +55,7 @@ for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
 mountpoint -q "$root/dev" || mount --bind /dev "$root/dev"
 echo "[e2e] booting the guest (TCG)"
 started=$(date +%s)
-timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 6 -m 2G \
+timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 7 -m 2G \
     -object memory-backend-memfd,id=mem,size=2G,share=on -machine memory-backend=mem \
     -kernel /tmp/ne-e2e/vmlinuz -initrd /tmp/ne-e2e/initrd.gz \
     -append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot \
@@ -114,7 +114,7 @@ echo "[e2e] summary (guest ran ${elapsed}s)"
 sed 's/^STEP /  /' "$work/steps.txt"
 passed=$(grep -c ' PASS ' "$work/steps.txt" || true)
 failed=$(grep -c ' FAIL ' "$work/steps.txt" || true)
-expected=13
+expected=14
 if [ "$failed" -eq 0 ] && [ "$passed" -ge "$expected" ]; then
     echo "e2e: $passed passed, 0 failed"
     exit 0

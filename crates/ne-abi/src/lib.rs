@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cmd;
+pub mod errno;
 pub mod pci;
 pub mod regs;
 pub mod reply;

@@ -51,6 +51,17 @@ pub const RECV_DATA_SIZE: usize = 240;
 /// One past the last register byte (`NE_RECV_DATA` + `NE_RECV_DATA_SIZE`).
 pub const REGISTERS_END: u64 = 0x1F0;
 
+/// How x86's `memcpy_toio`/`memcpy_fromio` split a copy of `len` bytes to or from a
+/// 4-aligned MMIO address (`arch/x86/lib/iomem.c`): 4-byte accesses, then one 2-byte and
+/// one 1-byte access for the tail. Yields each access's byte range within the buffer.
+pub fn io_chunks(len: usize) -> impl Iterator<Item = core::ops::Range<usize>> {
+    let words = len / 4 * 4;
+    let word_ranges = (0..words).step_by(4).map(|at| at..at + 4);
+    let half = (len & 2 != 0).then(|| words..words + 2);
+    let byte = (len & 1 != 0).then(|| len - 1..len);
+    word_ranges.chain(half).chain(byte)
+}
+
 /// `NE_EVTCNT_REPLY(cnt)`: the reply counter of an `NE_EVTCNT` value.
 pub const fn evtcnt_reply(evtcnt: u32) -> u16 {
     // The mask keeps 16 bits, so the narrowing is exact.
@@ -213,5 +224,15 @@ mod tests {
         assert_eq!(value, 0xabcd_1234);
         assert_eq!(evtcnt_reply(value), 0x1234);
         assert_eq!(evtcnt_event(value), 0xabcd);
+    }
+
+    #[test]
+    fn test_io_chunks_split_words_then_half_then_byte() {
+        let chunks: [core::ops::Range<usize>; 4] = [0..4, 4..8, 8..10, 10..11];
+        assert!(io_chunks(11).eq(chunks));
+        assert!(io_chunks(3).eq([0..2, 2..3]));
+        assert!(io_chunks(4).eq(core::iter::once(0..4)));
+        assert_eq!(io_chunks(0).count(), 0);
+        assert_eq!(io_chunks(240).count(), 60);
     }
 }

@@ -59,6 +59,14 @@ pub const MIN_ENCLAVE_MEM_SIZE: u64 = 64 * 1024 * 1024;
 pub const MIN_MEM_REGION_SIZE: u64 = 2 * 1024 * 1024;
 /// `NE_PARENT_VM_CID`: the parent VM's vsock CID.
 pub const PARENT_VM_CID: u64 = 3;
+/// The last CID an enclave can have: `u32::MAX` (`VMADDR_CID_ANY`) is reserved.
+pub const LAST_ENCLAVE_CID: u64 = u32::MAX as u64 - 1;
+
+/// CIDs no enclave may have (`ne_start_enclave_ioctl`'s check): 1 and 2 (reserved), 3 (the
+/// parent), `u32::MAX`, and anything wider than 32 bits. 0 is not reserved: it asks for any.
+pub const fn is_reserved_cid(cid: u64) -> bool {
+    (cid >= 1 && cid <= PARENT_VM_CID) || cid > LAST_ENCLAVE_CID
+}
 /// `NE_DEFAULT_TIMEOUT_MSECS`: how long the driver waits for a reply (120 s).
 pub const DEFAULT_TIMEOUT_MSECS: u64 = 120_000;
 
@@ -330,5 +338,15 @@ mod tests {
         }
         assert_eq!(EnclaveState::Stopped.value(), 0xFFFF);
         assert_eq!(EnclaveState::from_value(1), None);
+    }
+
+    #[test]
+    fn test_is_reserved_cid_refuses_1_to_3_u32_max_and_wider() {
+        for cid in [1, 2, 3, u64::from(u32::MAX), 1 << 32, u64::MAX] {
+            assert!(is_reserved_cid(cid), "{cid}");
+        }
+        for cid in [0, 4, 16, LAST_ENCLAVE_CID] {
+            assert!(!is_reserved_cid(cid), "{cid}");
+        }
     }
 }

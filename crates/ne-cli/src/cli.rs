@@ -308,19 +308,16 @@ fn device(args: &DeviceArgs) -> Result<Value> {
             crash: *crash,
         },
     };
-    let unreachable = |e: std::io::Error| {
+    let unreachable = |e: ne_jsonl::CallError| {
         CliError::new(
             Code::ParentConnection,
-            format!(
-                "cannot reach the control socket {}: {e}",
-                args.control.display()
-            ),
+            format!("cannot use the control socket: {}", ne_hypervisor::error_chain(&e)),
         )
-        .hint("start the server with `nectl serve --socket PATH --control PATH`")
+        .hint("start the server with `nectl serve --socket PATH --control PATH`, and give that control path")
     };
     ne_vfio_user::control::call(&args.control, &request)
         .map_err(unreachable)?
-        .map_err(|why| CliError::new(Code::InvalidArgument, why))
+        .map_err(|why| CliError::new(Code::InvalidArgument, why.to_string()))
 }
 
 fn serve(socket: Option<&Path>, args: &ServeArgs) -> Result<()> {
@@ -337,8 +334,18 @@ fn serve(socket: Option<&Path>, args: &ServeArgs) -> Result<()> {
         ..ne_vfio_user::default_device_config()
     };
     let delay = args.start_delay_ms.map(Duration::from_millis);
-    let server = ne_vfio_user::NeServer::with_start_delay(socket, config, delay)
-        .map_err(|e| CliError::new(Code::InvalidArgument, format!("{e}: {}", error_chain(&e))))?;
+    let server = ne_vfio_user::NeServer::with_backend(socket, config, |_| {
+        let simulated = ne_device::SimulatedHypervisor::new();
+        Ok(match delay {
+            Some(delay) => Box::new(ne_hypervisor::Delayed::new(
+                simulated,
+                ne_hypervisor::SystemClock::default(),
+                delay,
+            )),
+            None => Box::new(simulated),
+        })
+    })
+    .map_err(|e| CliError::new(Code::InvalidArgument, ne_hypervisor::error_chain(&e)))?;
     if let Some(control) = &args.control {
         ne_vfio_user::control::spawn(control, server.shared()).map_err(|e| {
             CliError::new(
@@ -349,18 +356,7 @@ fn serve(socket: Option<&Path>, args: &ServeArgs) -> Result<()> {
     }
     server
         .serve()
-        .map_err(|e| CliError::new(Code::ParentConnection, format!("{e}: {}", error_chain(&e))))
-}
-
-/// The causes of `error`, joined.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut causes = Vec::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
-    causes.join(": ")
+        .map_err(|e| CliError::new(Code::ParentConnection, ne_hypervisor::error_chain(&e)))
 }
 
 fn init_logging() {

@@ -8,16 +8,17 @@ use ne_eif::{Eif, EifBuilder, Metadata};
 use serde_json::{json, Value};
 
 use crate::error::{CliError, Code, Result};
+use crate::files::{read_eif, read_regular, MAX_EIF_BYTES, MAX_INPUT_BYTES};
 use crate::json::{BuiltJson, EifJson, MeasurementsJson, SectionJson};
 
+/// Reads a kernel or ramdisk for `build-eif`.
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
-        CliError::new(
-            Code::FileOperation,
-            format!("cannot read {}: {e}", path.display()),
-        )
-        .hint("check the path and its permissions")
-    })
+    read_regular(
+        path,
+        MAX_INPUT_BYTES,
+        Code::EifBuilding,
+        "a kernel or ramdisk",
+    )
 }
 
 /// What `build-eif` needs.
@@ -81,7 +82,7 @@ pub fn build(args: &BuildArgs) -> Result<Value> {
 
 /// Validates an EIF and describes it.
 pub fn describe(path: &Path) -> Result<Value> {
-    let bytes = read(path)?;
+    let bytes = read_eif(path, MAX_EIF_BYTES)?;
     let eif = Eif::parse(&bytes).map_err(|e| {
         CliError::new(
             Code::EifParsing,

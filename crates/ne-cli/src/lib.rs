@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod eif_cmds;
 pub mod error;
+pub mod files;
 pub mod json;
 pub mod parent;
 pub mod paths;

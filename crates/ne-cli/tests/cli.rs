@@ -205,14 +205,14 @@ fn test_failures_print_stable_codes_and_hints() {
 }
 
 #[test]
-fn test_corrupt_image_is_refused_by_the_hypervisor_with_the_reason() {
+fn test_corrupt_image_is_refused_before_the_device_with_the_reason() {
     let sandbox = Sandbox::new();
     let (eif, _) = sandbox.eif("bad");
     let mut bytes = std::fs::read(&eif).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xFF;
     std::fs::write(&eif, bytes).unwrap();
-    let stderr = sandbox.fails(&run_args(path(&eif), "--cpu-count 2 --memory 128"), "E36");
+    let stderr = sandbox.fails(&run_args(path(&eif), "--cpu-count 2 --memory 128"), "E35");
     assert!(stderr.contains("CRC mismatch"), "{stderr}");
     sandbox.fails(&["describe-eif", "--eif-path", path(&eif)], "E35");
     assert_eq!(
@@ -220,6 +220,29 @@ fn test_corrupt_image_is_refused_by_the_hypervisor_with_the_reason() {
         serde_json::json!([]),
         "nothing was left behind"
     );
+}
+
+#[test]
+fn test_files_that_are_not_images_are_refused_without_reading_them_whole() {
+    let sandbox = Sandbox::new();
+    let empty = sandbox.path("empty.eif");
+    std::fs::write(&empty, b"").unwrap();
+    sandbox.fails(&run_args(path(&empty), "--cpu-count 2 --memory 64"), "E35");
+    sandbox.fails(&run_args("/dev/zero", "--cpu-count 2 --memory 64"), "E19");
+    sandbox.fails(
+        &run_args(path(sandbox.dir.path()), "--cpu-count 2 --memory 64"),
+        "E19",
+    );
+    let fifo = sandbox.path("fifo.eif");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    sandbox.fails(&run_args(path(&fifo), "--cpu-count 2 --memory 64"), "E19");
+    let sparse = sandbox.path("huge.eif");
+    std::fs::File::create(&sparse)
+        .unwrap()
+        .set_len(1 << 31)
+        .unwrap();
+    sandbox.fails(&run_args(path(&sparse), "--cpu-count 2 --memory 64"), "E35");
 }
 
 #[test]

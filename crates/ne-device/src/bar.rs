@@ -12,6 +12,7 @@ use ne_abi::regs::{self, Register};
 
 use crate::config_space::BAR_SIZE;
 use crate::error::Error;
+use crate::events::NeEvents;
 use crate::hypervisor::Hypervisor;
 use crate::interrupt::Interrupt;
 use crate::msix;
@@ -75,13 +76,13 @@ fn copy_out(source: &[u8], at: usize, dest: &mut [u8]) {
     }
 }
 
-impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
+impl<I: Interrupt, H: Hypervisor, E: NeEvents> NePciDevice<I, H, E> {
     /// Reads `data.len()` bytes of BAR 3 at `offset`. Write-only and reserved bytes read 0;
     /// so does an access that does not fit in the BAR.
     pub fn read_bar(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
         let Some(access) = access_range(offset, data.len()) else {
-            self.stats.invalid_accesses += 1;
+            self.events.invalid_access(offset, data.len());
             return;
         };
         let mut touched = false;
@@ -112,7 +113,7 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
             }
         }
         if !touched {
-            self.stats.invalid_accesses += 1;
+            self.events.invalid_access(offset, data.len());
         }
     }
 
@@ -123,7 +124,7 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
     /// Fails only when the host's interrupt sink does.
     pub fn write_bar(&mut self, offset: u64, data: &[u8]) -> Result<(), Error<I::Error>> {
         let Some(access) = access_range(offset, data.len()) else {
-            self.stats.invalid_accesses += 1;
+            self.events.invalid_access(offset, data.len());
             return Ok(());
         };
         let mut doorbell = None;
@@ -169,7 +170,7 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
             }
         }
         if !acted {
-            self.stats.invalid_accesses += 1;
+            self.events.invalid_access(offset, data.len());
         }
         if table_written {
             self.deliver_pending()?;

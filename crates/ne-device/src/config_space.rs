@@ -18,8 +18,8 @@ pub const CLASS_CODE: u32 = 0x08_80_00;
 /// Offset of the MSI-X capability.
 pub const MSIX_CAP_OFFSET: usize = 0x40;
 
-/// Offset of the Command register.
-pub const COMMAND: usize = 0x04;
+/// Offset of the PCI Command register (not to be confused with `NE_COMMAND` in BAR 3).
+pub const PCI_COMMAND: usize = 0x04;
 /// Offset of the Status register.
 pub const STATUS: usize = 0x06;
 /// Offset of BAR 3.
@@ -61,7 +61,7 @@ impl Default for ConfigSpace {
         space.set_u8(0x34, u8::try_from(MSIX_CAP_OFFSET).unwrap_or_default());
         // BAR 3: 32-bit, non-prefetchable memory; the low 13 bits are its size (8 KiB).
         space.set_writable_u32(BAR3, !(u32::try_from(BAR_SIZE).unwrap_or(0) - 1));
-        space.set_writable_u16(COMMAND, COMMAND_WRITABLE);
+        space.set_writable_u16(PCI_COMMAND, COMMAND_WRITABLE);
         space.set_writable_u8(0x0C, 0xFF); // cache line size
         space.set_writable_u8(0x0D, 0xFF); // latency timer
         space.set_writable_u8(0x3C, 0xFF); // interrupt line; pin 0: no INTx
@@ -78,6 +78,23 @@ impl Default for ConfigSpace {
 }
 
 impl ConfigSpace {
+    /// The space holding `bytes`, if they differ from the power-on space only in writable
+    /// bits; otherwise the offset of the first byte that does not.
+    pub fn restore(bytes: &[u8; CONFIG_SPACE_SIZE]) -> Result<Self, usize> {
+        let mut space = ConfigSpace::default();
+        for (offset, (&value, (byte, &mask))) in bytes
+            .iter()
+            .zip(space.bytes.iter_mut().zip(space.writable.iter()))
+            .enumerate()
+        {
+            if (value ^ *byte) & !mask != 0 {
+                return Err(offset);
+            }
+            *byte = value;
+        }
+        Ok(space)
+    }
+
     /// Reads `data.len()` bytes at `offset`; bytes past the space read 0.
     pub fn read(&self, offset: u64, data: &mut [u8]) {
         for (i, byte) in data.iter_mut().enumerate() {

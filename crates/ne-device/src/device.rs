@@ -10,50 +10,12 @@ use crate::config::{validate_ram, ConfigError, DeviceConfig};
 use crate::config_space::ConfigSpace;
 use crate::dispatch::{self, Outcome};
 use crate::error::{CmdError, Error};
+use crate::events::{NeEvents, NoEvents};
 use crate::faults::{FaultAction, FaultPlan};
 use crate::hypervisor::{Hypervisor, HypervisorEvent, SimulatedHypervisor};
 use crate::interrupt::Interrupt;
 use crate::msix::MsixTable;
 use crate::slots::SlotTable;
-
-/// Counters of what the device has seen, for tests, metrics and the control interface.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DeviceStats {
-    /// `NE_COMMAND` writes.
-    pub doorbells: u64,
-    /// Replies written to `NE_RECV_DATA` (each followed by one vector-0 request).
-    pub replies: u64,
-    /// Out-of-band events (each followed by one vector-1 request).
-    pub events: u64,
-    /// Doorbells ignored because a command was still pending.
-    pub ignored_doorbells: u64,
-    /// Replies dropped by fault injection.
-    pub dropped_replies: u64,
-    /// BAR accesses that touched nothing the driver may act on (reserved or read-only
-    /// bytes, outside the BAR).
-    pub invalid_accesses: u64,
-}
-
-/// How many completed commands [`NePciDevice::history`] remembers.
-pub const HISTORY_LEN: usize = 1024;
-
-/// One completed command: what the driver asked and what the device answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CommandRecord {
-    /// The number written to `NE_COMMAND`.
-    pub command: u32,
-    /// The reply's rc; `None` when fault injection dropped the reply.
-    pub rc: Option<i32>,
-}
-
-/// The last command the device rejected, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rejection {
-    /// The command number written to `NE_COMMAND`.
-    pub command: u32,
-    /// Why it was rejected.
-    pub error: CmdError,
-}
 
 /// The register file of BAR 3.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,50 +92,79 @@ pub(crate) enum Pending {
 /// assert_eq!(byte, [regs::ENABLE_ON]);
 /// ```
 #[derive(Debug)]
-pub struct NePciDevice<I: Interrupt, H: Hypervisor = SimulatedHypervisor> {
-    pub(crate) msix_gating: bool,
+pub struct NePciDevice<I: Interrupt, H: Hypervisor = SimulatedHypervisor, E: NeEvents = NoEvents> {
+    pub(crate) config: DeviceConfig,
     pub(crate) config_space: ConfigSpace,
     pub(crate) msix: MsixTable,
     pub(crate) regs: Registers,
     pub(crate) slots: SlotTable,
     pub(crate) pending: Pending,
     pub(crate) faults: FaultPlan,
-    pub(crate) stats: DeviceStats,
-    pub(crate) last_rejection: Option<Rejection>,
-    pub(crate) history: std::collections::VecDeque<CommandRecord>,
     pub(crate) irq: I,
     pub(crate) hypervisor: H,
+    pub(crate) events: E,
 }
 
-impl<I: Interrupt> NePciDevice<I, SimulatedHypervisor> {
+impl<I: Interrupt> NePciDevice<I, SimulatedHypervisor, NoEvents> {
     /// A device with `config`, raising vectors through `irq`, whose enclaves are simulated.
     pub fn new(config: DeviceConfig, irq: I) -> Result<Self, ConfigError> {
         Self::with_hypervisor(config, irq, SimulatedHypervisor::new())
     }
 }
 
-impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
+impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H, NoEvents> {
     /// A device with `config`, raising vectors through `irq`, whose enclaves `hypervisor` runs.
     pub fn with_hypervisor(
         config: DeviceConfig,
         irq: I,
         hypervisor: H,
     ) -> Result<Self, ConfigError> {
+        Self::with_events(config, irq, hypervisor, NoEvents)
+    }
+}
+
+impl<I: Interrupt, H: Hypervisor, E: NeEvents> NePciDevice<I, H, E> {
+    /// A device with `config` at power-on, raising vectors through `irq`, whose enclaves
+    /// `hypervisor` runs, reporting what it does to `events`.
+    pub fn with_events(
+        config: DeviceConfig,
+        irq: I,
+        hypervisor: H,
+        events: E,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let slots = SlotTable::new(&config);
         Ok(NePciDevice {
-            msix_gating: config.msix_gating,
+            config,
             config_space: ConfigSpace::default(),
             msix: MsixTable::default(),
             regs: Registers::default(),
-            slots: SlotTable::new(&config),
+            slots,
             pending: Pending::Idle,
             faults: FaultPlan::default(),
-            stats: DeviceStats::default(),
-            last_rejection: None,
-            history: std::collections::VecDeque::with_capacity(HISTORY_LEN),
             irq,
             hypervisor,
+            events,
         })
+    }
+
+    /// Back to power-on, as a PCI function reset does: every enclave (running or starting)
+    /// is stopped through the hypervisor, every slot freed, a command in flight forgotten,
+    /// and config space, MSI-X and registers return to their reset values. The backend,
+    /// the interrupt sink, the events sink, armed faults and the parent's RAM ranges stay.
+    pub fn reset(&mut self) {
+        self.disable();
+        let parent_ram = self.slots.parent_ram().to_vec();
+        self.config_space = ConfigSpace::default();
+        self.msix = MsixTable::default();
+        self.regs = Registers::default();
+        self.slots = SlotTable::new(&self.config);
+        self.slots.set_parent_ram(parent_ram);
+    }
+
+    /// The configuration the device was built with.
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
     }
 
     /// Reads `data.len()` bytes of configuration space at `offset`; past 256 bytes reads 0.
@@ -191,21 +182,6 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
     /// The slot table, to inspect.
     pub fn slots(&self) -> &SlotTable {
         &self.slots
-    }
-
-    /// What the device has counted.
-    pub fn stats(&self) -> DeviceStats {
-        self.stats
-    }
-
-    /// The last command rejected and why: what a log line would say.
-    pub fn last_rejection(&self) -> Option<&Rejection> {
-        self.last_rejection.as_ref()
-    }
-
-    /// The last [`HISTORY_LEN`] completed commands, oldest first.
-    pub fn history(&self) -> impl Iterator<Item = &CommandRecord> {
-        self.history.iter()
     }
 
     /// Whether a command is in flight (a start in progress, or a held reply).
@@ -236,6 +212,11 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
     /// The interrupt sink.
     pub fn interrupt(&self) -> &I {
         &self.irq
+    }
+
+    /// The events sink.
+    pub fn events(&self) -> &E {
+        &self.events
     }
 
     /// Replaces the parent's RAM ranges that donated regions must lie in (for a host whose
@@ -269,18 +250,12 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
         while let Some(event) = self.hypervisor.poll_event() {
             match event {
                 HypervisorEvent::StartCompleted { slot_uid, result } => {
-                    self.finish_start(
-                        slot_uid,
-                        result.map_err(|refusal| CmdError::HypervisorRefused {
-                            errno: refusal.errno,
-                            reason: refusal.reason,
-                        }),
-                    )?;
+                    self.finish_start(slot_uid, result.map_err(CmdError::from))?;
                 }
                 HypervisorEvent::Stopped { slot_uid, reason } => {
                     if self.slots.mark_stopped(slot_uid, reason) {
                         self.regs.events = self.regs.events.wrapping_add(1);
-                        self.stats.events += 1;
+                        self.events.event_raised(slot_uid);
                         self.signal(MsixVector::Event)?;
                     }
                 }
@@ -289,12 +264,10 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
         Ok(())
     }
 
-    /// `NE_ENABLE` written with 0: every enclave is stopped and every slot freed, and a
-    /// command in flight is forgotten (it gets no reply).
+    /// `NE_ENABLE` written with 0: every enclave, running or still starting, is stopped
+    /// through the hypervisor, every slot freed, and a command in flight is forgotten (it
+    /// gets no reply).
     pub(crate) fn disable(&mut self) {
-        if let Pending::Starting { slot_uid, .. } = self.pending {
-            self.slots.abort_start(slot_uid);
-        }
         self.pending = Pending::Idle;
         for uid in self.slots.clear() {
             self.hypervisor.stop(uid);
@@ -304,15 +277,15 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
 
     /// A doorbell: the command `value` with the request in `NE_SEND_DATA`.
     pub(crate) fn ring(&mut self, value: u32) -> Result<(), Error<I::Error>> {
-        self.stats.doorbells += 1;
+        self.events.doorbell(value);
         if self.pending != Pending::Idle {
-            self.stats.ignored_doorbells += 1;
+            self.events.doorbell_ignored(value);
             return Ok(());
         }
         let command = Command::try_from(value);
         let fate = match command.ok().and_then(|command| self.faults.take(command)) {
             Some(FaultAction::Fail { rc }) => {
-                self.record(value, Some(rc));
+                self.events.command_completed(value, Some(rc));
                 return self.publish(CmdReply::failure(rc));
             }
             Some(FaultAction::Delay) => Fate::Hold,
@@ -340,12 +313,8 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
                 Ok(())
             }
             Err(error) => {
-                let reply = CmdReply::failure(error.rc());
-                self.last_rejection = Some(Rejection {
-                    command: value,
-                    error,
-                });
-                self.deliver(value, reply, fate)
+                self.events.command_rejected(value, &error);
+                self.deliver(value, CmdReply::failure(error.rc()), fate)
             }
         }
     }
@@ -375,22 +344,12 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
             }
             Err(error) => {
                 self.slots.abort_start(uid);
-                let reply = CmdReply::failure(error.rc());
-                self.last_rejection = Some(Rejection {
-                    command: Command::EnclaveStart.number(),
-                    error,
-                });
-                reply
+                self.events
+                    .command_rejected(Command::EnclaveStart.number(), &error);
+                CmdReply::failure(error.rc())
             }
         };
         self.deliver(Command::EnclaveStart.number(), reply, fate)
-    }
-
-    fn record(&mut self, command: u32, rc: Option<i32>) {
-        if self.history.len() >= HISTORY_LEN {
-            self.history.pop_front();
-        }
-        self.history.push_back(CommandRecord { command, rc });
     }
 
     fn deliver(
@@ -399,7 +358,8 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
         reply: CmdReply,
         fate: Fate,
     ) -> Result<(), Error<I::Error>> {
-        self.record(command, (fate != Fate::Drop).then(|| reply.rc.get()));
+        self.events
+            .command_completed(command, (fate != Fate::Drop).then(|| reply.rc.get()));
         match fate {
             Fate::Publish => self.publish(reply),
             Fate::Hold => {
@@ -407,7 +367,7 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
                 Ok(())
             }
             Fate::Drop => {
-                self.stats.dropped_replies += 1;
+                self.events.reply_dropped();
                 Ok(())
             }
         }
@@ -422,13 +382,13 @@ impl<I: Interrupt, H: Hypervisor> NePciDevice<I, H> {
             window.copy_from_slice(bytes);
         }
         self.regs.replies = self.regs.replies.wrapping_add(1);
-        self.stats.replies += 1;
+        self.events.reply_published();
         self.signal(MsixVector::Reply)
     }
 
     /// Requests `vector`: raised now if MSI-X lets it through, else left pending in the PBA.
     pub(crate) fn signal(&mut self, vector: MsixVector) -> Result<(), Error<I::Error>> {
-        if !self.msix_gating || self.msix_open(vector) {
+        if !self.config.msix_gating || self.msix_open(vector) {
             return self.trigger(vector);
         }
         self.msix.set_pending(vector, true);

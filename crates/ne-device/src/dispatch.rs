@@ -108,12 +108,7 @@ fn start<H: Hypervisor>(
     let uid = req.slot_uid.get();
     let flags = req.flags.get();
     let cid = slots.check_start(uid, req.enclave_cid.get(), flags)?;
-    let progress = hypervisor
-        .start(&slots.slot(uid)?.spec(cid, flags))
-        .map_err(|refusal| CmdError::HypervisorRefused {
-            errno: refusal.errno,
-            reason: refusal.reason,
-        })?;
+    let progress = hypervisor.start(&slots.slot(uid)?.spec(cid, flags))?;
     slots.mark_starting(uid, cid, flags)?;
     match progress {
         StartProgress::Started => {

@@ -3,29 +3,8 @@
 
 use thiserror::Error;
 
-/// Linux errno values the device answers with (the same on x86 and arm64).
-pub mod errno {
-    /// No such file or directory: an unknown slot or CID, or the end of an iteration.
-    pub const ENOENT: i32 = 2;
-    /// I/O error: the hypervisor failed without saying how.
-    pub const EIO: i32 = 5;
-    /// Out of memory.
-    pub const ENOMEM: i32 = 12;
-    /// Bad address: a memory region outside the parent's RAM.
-    pub const EFAULT: i32 = 14;
-    /// Device or resource busy: the slot's state, or a resource another slot holds.
-    pub const EBUSY: i32 = 16;
-    /// No such device: the device is disabled.
-    pub const ENODEV: i32 = 19;
-    /// Invalid argument: a malformed request.
-    pub const EINVAL: i32 = 22;
-    /// No space left on device: a configured limit is reached.
-    pub const ENOSPC: i32 = 28;
-    /// Address already in use: the CID belongs to a live enclave.
-    pub const EADDRINUSE: i32 = 98;
-    /// Cannot assign requested address: no CID is free.
-    pub const EADDRNOTAVAIL: i32 = 99;
-}
+/// The Linux errno values the device answers with: one table, in `ne-abi`.
+pub use ne_abi::errno;
 
 /// Why the device rejected a command. The reply carries `-errno()` in `rc`, and a rejected
 /// command changes no state.
@@ -233,6 +212,15 @@ impl CmdError {
     /// The reply's `rc`: the negative errno.
     pub fn rc(&self) -> i32 {
         -self.errno()
+    }
+}
+
+impl From<crate::hypervisor::StartRefused> for CmdError {
+    fn from(refusal: crate::hypervisor::StartRefused) -> Self {
+        CmdError::HypervisorRefused {
+            errno: refusal.errno,
+            reason: refusal.reason,
+        }
     }
 }
 

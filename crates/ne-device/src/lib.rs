@@ -96,17 +96,23 @@ pub mod config_space;
 mod device;
 mod dispatch;
 pub mod error;
+pub mod events;
 pub mod faults;
 pub mod hypervisor;
 pub mod interrupt;
 pub mod msix;
+pub mod pci_core;
 pub mod slots;
+pub mod state;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
 pub use config::{ConfigError, DeviceConfig};
-pub use device::{CommandRecord, DeviceStats, NePciDevice, Rejection, HISTORY_LEN};
+pub use device::NePciDevice;
 pub use error::{CmdError, Error};
+pub use events::{
+    CommandRecord, DeviceLog, DeviceStats, NeEvents, NoEvents, Rejection, HISTORY_LEN,
+};
 pub use faults::{FaultAction, FaultPlan, FaultRule};
 pub use hypervisor::{
     EnclaveSpec, Hypervisor, HypervisorEvent, MemRegion, SimulatedHypervisor, StartProgress,
@@ -114,3 +120,4 @@ pub use hypervisor::{
 };
 pub use interrupt::{Interrupt, MsixVector, NoInterrupts, RecordingInterrupts};
 pub use slots::{Slot, SlotState, SlotTable};
+pub use state::{DeviceState, PendingState, ReplyFate, SlotRecord, StateError};

@@ -46,6 +46,15 @@ fn entry_start(vector: MsixVector) -> usize {
 }
 
 impl MsixTable {
+    /// A table holding `table`, nothing pending. Every byte of the table is writable by
+    /// the driver, so any bytes are a valid table.
+    pub fn from_bytes(table: [u8; TABLE_BYTES]) -> Self {
+        MsixTable {
+            table,
+            pending: [false; 2],
+        }
+    }
+
     /// The table's bytes, as the driver reads them.
     pub fn table_bytes(&self) -> &[u8; TABLE_BYTES] {
         &self.table

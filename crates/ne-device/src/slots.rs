@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use ne_abi::uapi::{ENCLAVE_START_MAX_FLAG_VAL, MIN_ENCLAVE_MEM_SIZE, PARENT_VM_CID};
+use ne_abi::uapi::{
+    is_reserved_cid, ENCLAVE_START_MAX_FLAG_VAL, LAST_ENCLAVE_CID, MIN_ENCLAVE_MEM_SIZE,
+    PARENT_VM_CID,
+};
 use ne_abi::EnclaveState;
 
 use crate::config::{DeviceConfig, REGION_ALIGN_BYTES};
@@ -17,8 +20,6 @@ use crate::hypervisor::{EnclaveSpec, MemRegion, StopReason};
 /// The first CID the device assigns when the driver asks for any (CID 0). CIDs 4 to 15 are
 /// left for drivers that choose their own.
 pub const FIRST_AUTO_CID: u64 = 16;
-/// The last CID an enclave can have: `u32::MAX` is reserved.
-pub const LAST_CID: u64 = u32::MAX as u64 - 1;
 /// The first slot uid the device hands out.
 pub const FIRST_SLOT_UID: u64 = 1;
 
@@ -370,7 +371,7 @@ impl SlotTable {
         self.slot_mut(uid)?.state = SlotState::Starting { cid, flags };
         self.live_cids.insert(cid, uid);
         if cid >= self.next_cid {
-            self.next_cid = if cid >= LAST_CID {
+            self.next_cid = if cid >= LAST_ENCLAVE_CID {
                 FIRST_AUTO_CID
             } else {
                 cid + 1
@@ -458,6 +459,70 @@ impl SlotTable {
         live
     }
 
+    /// The uid the next `SLOT_ALLOC` hands out.
+    pub fn next_uid(&self) -> u64 {
+        self.next_uid
+    }
+
+    /// Where the search for an automatic CID starts.
+    pub fn next_auto_cid(&self) -> u64 {
+        self.next_cid
+    }
+
+    /// Adds a saved slot through the checks its commands made: the slot limit, each
+    /// region (alignment, parent RAM, overlap, limit), each vCPU (range, owner, limit),
+    /// and for a started enclave the start checks and a CID no live enclave has.
+    pub(crate) fn restore_slot(
+        &mut self,
+        record: &crate::state::SlotRecord,
+    ) -> Result<(), CmdError> {
+        self.next_uid = record.uid;
+        let uid = self.alloc()?;
+        for region in &record.regions {
+            self.add_mem(uid, region.paddr, region.size)?;
+        }
+        for &vcpu in &record.vcpus {
+            self.add_vcpu(uid, vcpu)?;
+        }
+        let (cid, flags) = match record.state {
+            SlotState::Init => return Ok(()),
+            SlotState::Starting { cid, flags }
+            | SlotState::Running { cid, flags }
+            | SlotState::Stopped { cid, flags, .. } => (cid, flags),
+        };
+        if cid == 0 {
+            return Err(CmdError::CidReserved { cid });
+        }
+        self.check_start(uid, cid, flags)?;
+        self.mark_starting(uid, cid, flags)?;
+        match record.state {
+            SlotState::Running { .. } => self.mark_running(uid),
+            SlotState::Stopped { reason, .. } => {
+                self.mark_running(uid)?;
+                self.mark_stopped(uid, reason);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets the uid and CID counters of a restored table; false if they contradict it (a
+    /// uid not above every slot's, a CID outside the automatic range).
+    pub(crate) fn set_counters(&mut self, next_uid: u64, next_cid: u64) -> bool {
+        let above = self
+            .slots
+            .keys()
+            .next_back()
+            .is_none_or(|&last| next_uid > last);
+        let cid_ok = (FIRST_AUTO_CID..=LAST_ENCLAVE_CID).contains(&next_cid);
+        if !above || next_uid == 0 || !cid_ok {
+            return false;
+        }
+        self.next_uid = next_uid;
+        self.next_cid = next_cid;
+        true
+    }
+
     /// The slot with `uid`.
     pub fn slot(&self, uid: u64) -> Result<&Slot, CmdError> {
         self.slots
@@ -511,7 +576,7 @@ impl SlotTable {
             if !self.live_cids.contains_key(&cid) {
                 return Ok(cid);
             }
-            cid = if cid >= LAST_CID {
+            cid = if cid >= LAST_ENCLAVE_CID {
                 PARENT_VM_CID + 1
             } else {
                 cid + 1
@@ -536,12 +601,6 @@ impl SlotTable {
             }
         }
     }
-}
-
-/// CIDs no enclave may have: 1 and 2 (reserved), 3 (the parent), `u32::MAX`, and anything
-/// wider than 32 bits. 0 asks the device to pick.
-pub fn is_reserved_cid(cid: u64) -> bool {
-    (1..=PARENT_VM_CID).contains(&cid) || cid > LAST_CID
 }
 
 fn wrong_state(slot: &Slot) -> CmdError {

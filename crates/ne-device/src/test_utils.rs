@@ -14,73 +14,49 @@ use ne_abi::cmd::Request;
 use ne_abi::{regs, CmdReply, Command};
 use zerocopy::FromBytes;
 
-use crate::config_space::{MSIX_CONTROL, MSIX_ENABLE};
+use crate::events::NeEvents;
 use crate::hypervisor::Hypervisor;
 use crate::interrupt::Interrupt;
-use crate::msix;
 use crate::NePciDevice;
 
 /// The device the driver helpers act on, with any interrupt sink and hypervisor.
-pub type Device<I, H> = NePciDevice<I, H>;
+pub type Device<I, H, E> = NePciDevice<I, H, E>;
 
-/// Writes `bytes` at `offset` the way x86 `memcpy_toio` does for a 4-aligned destination:
-/// 4-byte writes, then a 2-byte and a 1-byte tail.
-pub fn memcpy_toio<I: Interrupt, H: Hypervisor>(
-    device: &mut Device<I, H>,
+/// Writes `bytes` at `offset` the way x86 `memcpy_toio` does ([`regs::io_chunks`]).
+pub fn memcpy_toio<I: Interrupt, H: Hypervisor, E: NeEvents>(
+    device: &mut Device<I, H, E>,
     offset: u64,
     bytes: &[u8],
 ) {
-    let mut at = 0;
-    for width in [4, 2, 1] {
-        while bytes.len() - at >= width {
-            device
-                .write_bar(offset + at as u64, &bytes[at..at + width])
-                .expect("interrupt sink");
-            at += width;
-            if width < 4 {
-                break;
-            }
-        }
-    }
-}
-
-/// Reads `len` bytes at `offset` the way x86 `memcpy_fromio` does: 4-byte reads, then a
-/// 2-byte and a 1-byte tail.
-pub fn memcpy_fromio<I: Interrupt, H: Hypervisor>(
-    device: &mut Device<I, H>,
-    offset: u64,
-    len: usize,
-) -> Vec<u8> {
-    let mut out = vec![0; len];
-    let mut at = 0;
-    for width in [4, 2, 1] {
-        while len - at >= width {
-            device.read_bar(offset + at as u64, &mut out[at..at + width]);
-            at += width;
-            if width < 4 {
-                break;
-            }
-        }
-    }
-    out
-}
-
-/// Enables MSI-X and unmasks both vectors, as `pci_alloc_irq_vectors` + `request_irq` do.
-pub fn setup_msix<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>) {
-    device
-        .write_config(MSIX_CONTROL as u64, &MSIX_ENABLE.to_le_bytes())
-        .expect("interrupt sink");
-    for entry in 0..2u64 {
-        let control = msix::TABLE_OFFSET + entry * msix::ENTRY_BYTES as u64 + 12;
+    for chunk in regs::io_chunks(bytes.len()) {
         device
-            .write_bar(control, &0u32.to_le_bytes())
+            .write_bar(offset + chunk.start as u64, &bytes[chunk])
             .expect("interrupt sink");
     }
 }
 
+/// Reads `len` bytes at `offset` the way x86 `memcpy_fromio` does ([`regs::io_chunks`]).
+pub fn memcpy_fromio<I: Interrupt, H: Hypervisor, E: NeEvents>(
+    device: &mut Device<I, H, E>,
+    offset: u64,
+    len: usize,
+) -> Vec<u8> {
+    let mut out = vec![0; len];
+    for chunk in regs::io_chunks(len) {
+        device.read_bar(offset + chunk.start as u64, &mut out[chunk]);
+    }
+    out
+}
+
+/// Enables MSI-X and unmasks both vectors, as the PCI core does before a probe
+/// ([`crate::pci_core::enable`]).
+pub fn setup_msix<I: Interrupt, H: Hypervisor, E: NeEvents>(device: &mut Device<I, H, E>) {
+    crate::pci_core::enable(device).expect("interrupt sink");
+}
+
 /// The Linux probe: MSI-X set up, then `ENABLE` 0 and poll, `VERSION` 1, `ENABLE` 1.
 /// Panics if the device does not answer as the driver requires.
-pub fn probe<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>) {
+pub fn probe<I: Interrupt, H: Hypervisor, E: NeEvents>(device: &mut Device<I, H, E>) {
     setup_msix(device);
     device
         .write_bar(regs::ENABLE, &[regs::ENABLE_OFF])
@@ -102,8 +78,8 @@ pub fn probe<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>) {
 
 /// Writes the request, rings the doorbell and reads the 72-byte reply, as `ne_do_request`
 /// does (without waiting: a reply that is pending reads as the previous one).
-pub fn request<R: Request, I: Interrupt, H: Hypervisor>(
-    device: &mut Device<I, H>,
+pub fn request<R: Request, I: Interrupt, H: Hypervisor, E: NeEvents>(
+    device: &mut Device<I, H, E>,
     req: &R,
 ) -> CmdReply {
     memcpy_toio(device, regs::SEND_DATA, req.as_bytes());
@@ -112,34 +88,45 @@ pub fn request<R: Request, I: Interrupt, H: Hypervisor>(
 }
 
 /// Writes `command` to `NE_COMMAND` with one 4-byte write.
-pub fn ring<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>, command: u32) {
+pub fn ring<I: Interrupt, H: Hypervisor, E: NeEvents>(device: &mut Device<I, H, E>, command: u32) {
     device
         .write_bar(regs::COMMAND, &command.to_le_bytes())
         .expect("interrupt sink");
 }
 
 /// Reads the 72-byte reply from `NE_RECV_DATA`.
-pub fn read_reply<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>) -> CmdReply {
+pub fn read_reply<I: Interrupt, H: Hypervisor, E: NeEvents>(
+    device: &mut Device<I, H, E>,
+) -> CmdReply {
     let bytes = memcpy_fromio(device, regs::RECV_DATA, size_of::<CmdReply>());
     CmdReply::read_from_bytes(&bytes).expect("72 bytes")
 }
 
 /// Reads one byte of BAR 3.
-pub fn read_u8<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>, offset: u64) -> u8 {
+pub fn read_u8<I: Interrupt, H: Hypervisor, E: NeEvents>(
+    device: &mut Device<I, H, E>,
+    offset: u64,
+) -> u8 {
     let mut byte = [0];
     device.read_bar(offset, &mut byte);
     byte[0]
 }
 
 /// Reads a little-endian u16 of BAR 3.
-pub fn read_u16<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>, offset: u64) -> u16 {
+pub fn read_u16<I: Interrupt, H: Hypervisor, E: NeEvents>(
+    device: &mut Device<I, H, E>,
+    offset: u64,
+) -> u16 {
     let mut bytes = [0; 2];
     device.read_bar(offset, &mut bytes);
     u16::from_le_bytes(bytes)
 }
 
 /// Reads a little-endian u32 of BAR 3.
-pub fn read_u32<I: Interrupt, H: Hypervisor>(device: &mut Device<I, H>, offset: u64) -> u32 {
+pub fn read_u32<I: Interrupt, H: Hypervisor, E: NeEvents>(
+    device: &mut Device<I, H, E>,
+    offset: u64,
+) -> u32 {
     let mut bytes = [0; 4];
     device.read_bar(offset, &mut bytes);
     u32::from_le_bytes(bytes)
@@ -196,9 +183,9 @@ impl BarOp {
     }
 
     /// Applies the op to `device`.
-    pub fn apply<I: Interrupt, H: Hypervisor>(
+    pub fn apply<I: Interrupt, H: Hypervisor, E: NeEvents>(
         &self,
-        device: &mut Device<I, H>,
+        device: &mut Device<I, H, E>,
     ) -> Result<(), crate::Error<I::Error>> {
         match self {
             BarOp::Read { offset, len } => {
@@ -222,25 +209,61 @@ impl BarOp {
     }
 }
 
-/// Runs `ops` against a fresh, enabled device with default limits and no MSI-X gating,
-/// checking after every op what must always hold: one vector 0 per reply, one vector 1 per
-/// event, and `NE_EVTCNT` agreeing with both. The fuzz targets and the corpus replay use it.
-pub fn run_ops(ops: &[BarOp]) {
-    use crate::{DeviceConfig, MsixVector, RecordingInterrupts};
+/// Runs `ops` against a fresh, enabled device with default limits, with or without
+/// MSI-X gating, checking after every op what must always hold: no more vector-0 messages
+/// than replies and no more vector-1 messages than events, a deliverable vector never left
+/// pending, and `NE_EVTCNT` agreeing with the counts. With gating off, every reply and
+/// event raises its vector at once. The fuzz targets and the corpus replay use it.
+pub fn run_ops(ops: &[BarOp], msix_gating: bool) {
+    use crate::{DeviceConfig, DeviceLog, MsixVector, RecordingInterrupts};
+    use std::sync::Arc;
     let irq = RecordingInterrupts::new();
+    let log = Arc::new(DeviceLog::new());
     let config = DeviceConfig {
-        msix_gating: false,
+        msix_gating,
         ..DeviceConfig::default()
     };
-    let mut device = NePciDevice::new(config, irq.clone()).expect("default config is valid");
+    let mut device = NePciDevice::with_events(
+        config,
+        irq.clone(),
+        crate::SimulatedHypervisor::new(),
+        Arc::clone(&log),
+    )
+    .expect("default config is valid");
     device
         .write_bar(regs::ENABLE, &[regs::ENABLE_ON])
         .expect("interrupt sink");
     for op in ops {
         op.apply(&mut device).expect("interrupt sink");
-        let stats = device.stats();
-        assert_eq!(irq.count(MsixVector::Reply) as u64, stats.replies);
-        assert_eq!(irq.count(MsixVector::Event) as u64, stats.events);
+        let stats = log.stats();
+        let (replies, events) = (
+            irq.count(MsixVector::Reply) as u64,
+            irq.count(MsixVector::Event) as u64,
+        );
+        if msix_gating {
+            assert!(
+                replies <= stats.replies,
+                "{replies} vector-0 messages, {} replies",
+                stats.replies
+            );
+            assert!(
+                events <= stats.events,
+                "{events} vector-1 messages, {} events",
+                stats.events
+            );
+            let state = device.state();
+            let open = device.config_space.msix_open();
+            for vector in MsixVector::ALL {
+                let pending = state.msix_pending[usize::from(vector.index())];
+                assert!(
+                    !(pending && open && !device.msix.is_masked(vector)),
+                    "{vector:?} deliverable but pending"
+                );
+            }
+        } else {
+            assert_eq!(replies, stats.replies);
+            assert_eq!(events, stats.events);
+        }
         let evtcnt = read_u32(&mut device, regs::EVTCNT);
         assert_eq!(
             u64::from(regs::evtcnt_reply(evtcnt)),

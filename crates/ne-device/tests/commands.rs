@@ -538,7 +538,7 @@ fn test_enclave_start_deferred_replies_when_hypervisor_completes() {
     assert!(device.is_busy());
     ring(&mut device, ne_abi::Command::SlotCount.number());
     assert_eq!(
-        device.stats().ignored_doorbells,
+        device.events().stats().ignored_doorbells,
         1,
         "doorbell while pending is ignored"
     );
@@ -738,7 +738,7 @@ fn test_slot_add_vcpu_ignores_padding_bytes() {
 fn test_rejection_is_remembered_with_reason() {
     let (mut device, _) = probed();
     free(&mut device, 9);
-    let rejection = device.last_rejection().unwrap();
+    let rejection = device.events().last_rejection().unwrap();
     assert_eq!(rejection.command, ne_abi::Command::SlotFree.number());
     assert_eq!(rejection.error.to_string(), "No slot has uid 9");
 }

@@ -66,7 +66,7 @@ fn test_dropped_reply_raises_nothing_and_next_command_works() {
     device.faults_mut().drop_next(None, 1).unwrap();
     ring(&mut device, Command::SlotAlloc.number());
     assert_eq!(irq.raised(), vec![]);
-    assert_eq!(device.stats().dropped_replies, 1);
+    assert_eq!(device.events().stats().dropped_replies, 1);
     let reply = alloc(&mut device);
     assert_eq!(reply.slot_uid.get(), 2);
     assert_eq!(irq.raised(), vec![MsixVector::Reply]);
@@ -101,6 +101,11 @@ fn test_history_records_commands_with_their_rc_and_drops() {
     alloc(&mut device);
     ring(&mut device, Command::SlotFree.number());
     ring(&mut device, 0);
-    let history: Vec<(u32, Option<i32>)> = device.history().map(|r| (r.command, r.rc)).collect();
+    let history: Vec<(u32, Option<i32>)> = device
+        .events()
+        .history()
+        .into_iter()
+        .map(|r| (r.command, r.rc))
+        .collect();
     assert_eq!(history, [(4, Some(0)), (5, None), (0, Some(-22))]);
 }

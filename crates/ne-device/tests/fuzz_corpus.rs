@@ -12,7 +12,8 @@ fn test_bar_ops_corpus_replays_without_panic() {
     for entry in std::fs::read_dir(&dir).expect("the corpus directory") {
         let bytes = std::fs::read(entry.expect("a corpus entry").path()).expect("a corpus file");
         let ops = Vec::<BarOp>::arbitrary_take_rest(Unstructured::new(&bytes)).unwrap_or_default();
-        run_ops(&ops);
+        run_ops(&ops, true);
+        run_ops(&ops, false);
         replayed += 1;
     }
     assert!(replayed > 0, "the corpus in {} is empty", dir.display());

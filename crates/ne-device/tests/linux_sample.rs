@@ -73,7 +73,7 @@ fn test_linux_sample_sequence_with_crash() {
     assert_eq!(free(&mut device, uid).rc.get(), 0);
     assert!(device.slots().is_empty());
     assert_eq!(irq.take(), vec![MsixVector::Reply; 2]);
-    assert_eq!(device.stats().events, 1);
+    assert_eq!(device.events().stats().events, 1);
 }
 
 #[test]

@@ -3,14 +3,17 @@
 //! not) and enclave exits, the device never panics and its invariants hold after every
 //! step: uids non-zero and unique, live CIDs unique and never reserved, no two regions
 //! overlap, limits respected, replies agree with the table, and exactly one vector-0 per
-//! reply and one vector-1 per event.
+//! reply and one vector-1 per event; and a snapshot restores to the same state.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
+use ne_abi::uapi::is_reserved_cid;
 use ne_abi::{regs, Command, EnclaveState, MsixVector};
-use ne_device::slots::is_reserved_cid;
 use ne_device::test_utils::{read_reply, read_u32, BarOp};
-use ne_device::{DeviceConfig, NePciDevice, RecordingInterrupts, SimulatedHypervisor};
+use ne_device::{
+    DeviceConfig, DeviceLog, NePciDevice, NoEvents, RecordingInterrupts, SimulatedHypervisor,
+};
 use proptest::prelude::*;
 
 const MIB2: u64 = 2 << 20;
@@ -26,7 +29,7 @@ fn config() -> DeviceConfig {
     }
 }
 
-type Device = NePciDevice<RecordingInterrupts, SimulatedHypervisor>;
+type Device = NePciDevice<RecordingInterrupts, SimulatedHypervisor, Arc<DeviceLog>>;
 
 /// One step of a sequence.
 #[derive(Clone, Debug)]
@@ -112,7 +115,9 @@ fn step() -> impl Strategy<Value = Step> {
 
 fn enabled_device() -> (Device, RecordingInterrupts) {
     let irq = RecordingInterrupts::new();
-    let mut device = NePciDevice::new(config(), irq.clone()).unwrap();
+    let log = Arc::new(DeviceLog::new());
+    let mut device =
+        NePciDevice::with_events(config(), irq.clone(), SimulatedHypervisor::new(), log).unwrap();
     device.write_bar(regs::ENABLE, &[1]).unwrap();
     (device, irq)
 }
@@ -198,7 +203,7 @@ fn check_table(device: &Device) -> Result<(), TestCaseError> {
 
 /// The interrupt and counter invariants.
 fn check_signals(device: &mut Device, irq: &RecordingInterrupts) -> Result<(), TestCaseError> {
-    let stats = device.stats();
+    let stats = device.events().stats();
     prop_assert_eq!(irq.count(MsixVector::Reply) as u64, stats.replies);
     prop_assert_eq!(irq.count(MsixVector::Event) as u64, stats.events);
     prop_assert_eq!(stats.replies, stats.doorbells - stats.ignored_doorbells);
@@ -211,6 +216,21 @@ fn check_signals(device: &mut Device, irq: &RecordingInterrupts) -> Result<(), T
         u64::from(regs::evtcnt_event(evtcnt)),
         stats.events % 0x1_0000
     );
+    Ok(())
+}
+
+/// Snapshot and restore: a device rebuilt from the state reports the same state.
+fn check_state_round_trip(device: &Device) -> Result<(), TestCaseError> {
+    let state = device.state();
+    let restored = NePciDevice::from_state(
+        config(),
+        &state,
+        RecordingInterrupts::new(),
+        SimulatedHypervisor::new(),
+        NoEvents,
+    );
+    prop_assert!(restored.is_ok(), "{:?}", restored.err());
+    prop_assert_eq!(restored.map(|d| d.state()).ok(), Some(state));
     Ok(())
 }
 
@@ -252,6 +272,7 @@ proptest! {
             check_table(&device)?;
             check_signals(&mut device, &irq)?;
             check_reply(&mut device, step)?;
+            check_state_round_trip(&device)?;
         }
     }
 }

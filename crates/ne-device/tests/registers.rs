@@ -10,9 +10,16 @@ use ne_device::error::errno;
 use ne_device::test_utils::{read_reply, read_u16, read_u32, read_u8, request, ring, setup_msix};
 use ne_device::{msix, DeviceConfig, NePciDevice, RecordingInterrupts};
 
-fn fresh() -> (NePciDevice<RecordingInterrupts>, RecordingInterrupts) {
+/// A device at power-on, not probed, with its interrupts recorded and events logged.
+fn fresh() -> (TestDevice, RecordingInterrupts) {
     let irq = RecordingInterrupts::new();
-    let device = NePciDevice::new(DeviceConfig::default(), irq.clone()).unwrap();
+    let device = NePciDevice::with_events(
+        DeviceConfig::default(),
+        irq.clone(),
+        ne_device::SimulatedHypervisor::new(),
+        std::sync::Arc::new(ne_device::DeviceLog::new()),
+    )
+    .unwrap();
     (device, irq)
 }
 
@@ -129,7 +136,7 @@ fn test_reserved_bytes_read_zero_and_ignore_writes() {
         device.write_bar(offset, &[0xFF]).unwrap();
         assert_eq!(read_u8(&mut device, offset), 0, "{offset:#x}");
     }
-    assert!(device.stats().invalid_accesses >= 9);
+    assert!(device.events().stats().invalid_accesses >= 9);
 }
 
 #[test]
@@ -139,7 +146,7 @@ fn test_access_past_bar_end_reads_zero_and_is_ignored() {
     device.read_bar(BAR_SIZE - 4, &mut data);
     assert_eq!(data, [0; 8]);
     device.write_bar(u64::MAX - 1, &[1; 4]).unwrap();
-    assert_eq!(device.stats().invalid_accesses, 2);
+    assert_eq!(device.events().stats().invalid_accesses, 2);
 }
 
 #[test]
@@ -153,7 +160,11 @@ fn test_eight_byte_write_over_enable_version_command_acts_on_each() {
     device.write_bar(regs::ENABLE, &bytes).unwrap();
     assert_eq!(read_u8(&mut device, regs::ENABLE), 1);
     assert_eq!(read_u16(&mut device, regs::VERSION), 1);
-    assert_eq!(device.stats().replies, 1, "the doorbell rang after ENABLE");
+    assert_eq!(
+        device.events().stats().replies,
+        1,
+        "the doorbell rang after ENABLE"
+    );
     assert_eq!(read_reply(&mut device).rc.get(), 0);
 }
 

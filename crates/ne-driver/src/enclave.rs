@@ -2,13 +2,12 @@
 //! [`Enclave`]: one enclave being set up or running, the equivalent of the enclave fd,
 //! with the validation order and `NE_ERR_*` codes of `ne_misc_dev.c`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use ne_abi::uapi::{
-    EIF_IMAGE, EIF_LOAD_OFFSET, ENCLAVE_START_MAX_FLAG_VAL, IMAGE_LOAD_MAX_FLAG_VAL,
-    MEMORY_REGION_MAX_FLAG_VAL, MIN_ENCLAVE_MEM_SIZE, MIN_MEM_REGION_SIZE, PARENT_VM_CID,
+    is_reserved_cid, EIF_IMAGE, EIF_LOAD_OFFSET, ENCLAVE_START_MAX_FLAG_VAL,
+    IMAGE_LOAD_MAX_FLAG_VAL, MEMORY_REGION_MAX_FLAG_VAL, MIN_ENCLAVE_MEM_SIZE, MIN_MEM_REGION_SIZE,
 };
 use ne_abi::{
     EnclaveStartReq, EnclaveState, EnclaveStopReq, NeError, NeUserMemoryRegion, SlotAddMemReq,
@@ -18,61 +17,9 @@ use zerocopy::little_endian::{U32, U64};
 
 use crate::bar::Bar;
 use crate::cpu_pool::CpuPool;
-use crate::device::{lock, Shared};
 use crate::error::Result;
 use crate::memory::{walk_region, UserMemory};
-
-/// What the driver keeps about one enclave (`struct ne_enclave`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct EnclaveInner {
-    pub(crate) slot_uid: u64,
-    pub(crate) state: u16,
-    pub(crate) max_mem_regions: u64,
-    pub(crate) nr_mem_regions: u64,
-    pub(crate) mem_size: u64,
-    pub(crate) vcpu_ids: BTreeSet<u32>,
-    pub(crate) cores: BTreeMap<u32, BTreeSet<u32>>,
-    pub(crate) numa_node: u32,
-    pub(crate) parent_cores: u32,
-    pub(crate) threads_per_core: u32,
-    pub(crate) user_regions: Vec<(u64, u64)>,
-    pub(crate) has_event: bool,
-    pub(crate) cid: u64,
-    pub(crate) flags: u64,
-    pub(crate) released: bool,
-}
-
-/// An enclave's record and the wait queue its poll sleeps on.
-#[derive(Debug)]
-pub(crate) struct EnclaveCell {
-    pub(crate) inner: Mutex<EnclaveInner>,
-    pub(crate) event: Condvar,
-}
-
-impl EnclaveCell {
-    pub(crate) fn new(slot_uid: u64, max_mem_regions: u64, pool: &CpuPool) -> Self {
-        EnclaveCell {
-            inner: Mutex::new(EnclaveInner {
-                slot_uid,
-                state: EnclaveState::Init.value(),
-                max_mem_regions,
-                nr_mem_regions: 0,
-                mem_size: 0,
-                vcpu_ids: BTreeSet::new(),
-                cores: BTreeMap::new(),
-                numa_node: pool.numa_node,
-                parent_cores: pool.parent_cores,
-                threads_per_core: pool.threads_per_core,
-                user_regions: Vec::new(),
-                has_event: false,
-                cid: 0,
-                flags: 0,
-                released: false,
-            }),
-            event: Condvar::new(),
-        }
-    }
-}
+use crate::shared::{lock, EnclaveCell, EnclaveInner, Shared};
 
 /// A snapshot of an enclave, for describing it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -240,7 +187,7 @@ impl<B: Bar + 'static> Enclave<B> {
     /// refused), INIT state, memory added, 64 MiB, vCPUs added, full cores.
     pub fn start(&self, flags: u64, cid: u64) -> Result<u64> {
         check_flags(flags, ENCLAVE_START_MAX_FLAG_VAL)?;
-        if (1..=PARENT_VM_CID).contains(&cid) || cid >= u64::from(u32::MAX) {
+        if is_reserved_cid(cid) {
             return Err(NeError::InvalidEnclaveCid.into());
         }
         let mut inner = lock(&self.cell.inner);

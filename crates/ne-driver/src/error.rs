@@ -6,21 +6,8 @@ use std::time::Duration;
 use ne_abi::{Command, NeError};
 use thiserror::Error;
 
-/// Linux errno values the driver fails with.
-pub mod errno {
-    /// Operation not permitted.
-    pub const EPERM: i32 = 1;
-    /// I/O error.
-    pub const EIO: i32 = 5;
-    /// Out of memory.
-    pub const ENOMEM: i32 = 12;
-    /// Bad address.
-    pub const EFAULT: i32 = 14;
-    /// Invalid argument.
-    pub const EINVAL: i32 = 22;
-    /// Connection timed out.
-    pub const ETIMEDOUT: i32 = 110;
-}
+/// The Linux errno values the driver fails with: one table, in `ne-abi`.
+pub use ne_abi::errno;
 
 /// Why probing the device failed (`ne_pci_probe`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]

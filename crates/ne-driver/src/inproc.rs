@@ -6,11 +6,10 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use ne_abi::MsixVector;
-use ne_device::config_space::{COMMAND, MSIX_CONTROL, MSIX_ENABLE};
-use ne_device::{msix, Hypervisor, Interrupt, NePciDevice};
+use ne_device::{Hypervisor, Interrupt, NeEvents, NePciDevice, NoEvents};
 
 use crate::bar::{Bar, Vectors};
-use crate::device::lock;
+use crate::shared::lock;
 
 impl Interrupt for Vectors {
     type Error = Infallible;
@@ -22,27 +21,27 @@ impl Interrupt for Vectors {
 }
 
 /// A device model in this process whose vectors raise a [`Vectors`] latch.
-pub type InProcDevice<H> = NePciDevice<Arc<Vectors>, H>;
+pub type InProcDevice<H, E = NoEvents> = NePciDevice<Arc<Vectors>, H, E>;
 
 /// BAR 3 of a device model shared with the host side (which injects faults and crashes).
-pub struct InProcBar<H: Hypervisor> {
-    device: Arc<Mutex<InProcDevice<H>>>,
+pub struct InProcBar<H: Hypervisor, E: NeEvents = NoEvents> {
+    device: Arc<Mutex<InProcDevice<H, E>>>,
 }
 
-impl<H: Hypervisor> std::fmt::Debug for InProcBar<H> {
+impl<H: Hypervisor, E: NeEvents> std::fmt::Debug for InProcBar<H, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InProcBar").finish_non_exhaustive()
     }
 }
 
-impl<H: Hypervisor> InProcBar<H> {
+impl<H: Hypervisor, E: NeEvents> InProcBar<H, E> {
     /// A BAR over `device`.
-    pub fn new(device: Arc<Mutex<InProcDevice<H>>>) -> Self {
+    pub fn new(device: Arc<Mutex<InProcDevice<H, E>>>) -> Self {
         InProcBar { device }
     }
 }
 
-impl<H: Hypervisor + Send> Bar for InProcBar<H> {
+impl<H: Hypervisor + Send, E: NeEvents + Send> Bar for InProcBar<H, E> {
     fn read(&self, offset: u64, data: &mut [u8]) {
         lock(&self.device).read_bar(offset, data);
     }
@@ -53,16 +52,8 @@ impl<H: Hypervisor + Send> Bar for InProcBar<H> {
     }
 }
 
-/// What the PCI core does before the driver's probe runs: memory decoding and bus
-/// mastering on, MSI-X enabled and both vectors unmasked (`pci_enable_device`,
-/// `pci_set_master`, `pci_alloc_irq_vectors`, `request_irq`).
-pub fn pci_enable<H: Hypervisor>(device: &mut InProcDevice<H>) {
-    // Memory space and bus master.
-    let _ = device.write_config(COMMAND as u64, &0x0006u16.to_le_bytes());
-    let _ = device.write_config(MSIX_CONTROL as u64, &MSIX_ENABLE.to_le_bytes());
-    for vector in MsixVector::ALL {
-        let control =
-            msix::TABLE_OFFSET + u64::from(vector.index()) * msix::ENTRY_BYTES as u64 + 12;
-        device.write_bar(control, &0u32.to_le_bytes()).ok();
-    }
+/// What the PCI core does before the driver's probe runs ([`ne_device::pci_core::enable`]).
+pub fn pci_enable<H: Hypervisor, E: NeEvents>(device: &mut InProcDevice<H, E>) {
+    // The latch behind the interrupts cannot fail.
+    let _ = ne_device::pci_core::enable(device);
 }

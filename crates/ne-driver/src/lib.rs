@@ -2,8 +2,8 @@
 //! The driver side of the Nitro Enclaves PCI device, behaving like the Linux
 //! `nitro_enclaves` driver.
 //!
-//! - [`NeDevice::probe`] runs `ne_pci_probe`'s register sequence; dropping or
-//!   [`NeDevice::remove`] runs the disable sequence.
+//! - [`NeDriver::probe`] runs `ne_pci_probe`'s register sequence; dropping or
+//!   [`NeDriver::remove`] runs the disable sequence.
 //! - Commands go one at a time (`ne_do_request`): payload, doorbell, a wait for vector 0
 //!   (120 s by default, [`DriverConfig`]), the 72-byte reply, a negative `rc` as an error
 //!   carrying the errno. `NE_EVTCNT`'s reply counter tells the reply apart from a stray or
@@ -25,21 +25,24 @@
 //! `/dev/nitro_enclaves`: the crate's only `unsafe` code.
 #![deny(unsafe_code)]
 
+mod api;
 mod bar;
 mod cpu_pool;
-mod device;
+mod driver;
 mod enclave;
 mod error;
 #[cfg(feature = "inproc")]
 pub mod inproc;
 mod memory;
+mod shared;
 #[cfg(feature = "kernel")]
 pub mod sys;
 mod transport;
 
+pub use api::{error_from_errno, DeviceFile, EnclaveDevice, EnclaveFd, EnclaveFile};
 pub use bar::{Bar, VectorCounts, Vectors};
 pub use cpu_pool::{parse_cpu_list, Cpu, CpuPool, Topology};
-pub use device::NeDevice;
+pub use driver::NeDriver;
 pub use enclave::{Enclave, EnclaveInfo};
 pub use error::{errno, Error, ProbeError, Result};
 pub use memory::{walk_region, Page, PhysRun, UserMemory};

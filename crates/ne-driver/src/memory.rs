@@ -29,6 +29,16 @@ pub trait UserMemory {
     fn page(&self, addr: u64) -> Result<Page, i32>;
 }
 
+impl<T: UserMemory> UserMemory for std::sync::Mutex<T> {
+    fn access_ok(&self, addr: u64, size: u64) -> bool {
+        crate::shared::lock(self).access_ok(addr, size)
+    }
+
+    fn page(&self, addr: u64) -> Result<Page, i32> {
+        crate::shared::lock(self).page(addr)
+    }
+}
+
 /// One physically contiguous run to send as `SLOT_ADD_MEM`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PhysRun {

@@ -3,9 +3,10 @@
 //! project that calls into the kernel directly, and so the only one with `unsafe`.
 //!
 //! [`KernelDevice::create_vm`] is `NE_CREATE_VM`; [`KernelEnclave`] wraps the enclave fd
-//! and its ioctls; [`HugepageMemory`] is an anonymous 2 MiB-hugepage mapping to donate.
-//! Failures are `io::Error`s whose raw OS error is the errno the driver set: an
-//! `NE_ERR_*` code (256–275), a standard errno, or the device's.
+//! and its ioctls; [`AnonMapping`] is an anonymous mapping (of 2 MiB hugepages, to donate).
+//! They implement the enclave API ([`EnclaveDevice`], [`EnclaveFd`]); an ioctl's failure
+//! becomes the driver [`Error`] of its errno: an `NE_ERR_*` code (256–275), a standard
+//! errno, or the device's.
 #![allow(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -14,9 +15,13 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::ptr::NonNull;
+use std::time::Duration;
 
 use ne_abi::uapi;
 use ne_abi::{NeEnclaveStartInfo, NeImageLoadInfo, NeUserMemoryRegion};
+
+use crate::api::{error_from_errno, EnclaveDevice, EnclaveFd};
+use crate::error::{Error, Result};
 
 /// `MAP_HUGE_2MB`: log2(2 MiB) in the mmap flags' huge-page-size field.
 const MAP_HUGE_2MB: libc::c_int = 21 << libc::MAP_HUGE_SHIFT;
@@ -62,66 +67,75 @@ impl KernelDevice {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         Ok(KernelDevice { file })
     }
+}
 
-    /// `NE_CREATE_VM`: a new enclave and its slot uid.
-    pub fn create_vm(&self) -> io::Result<KernelEnclave> {
+/// The driver error an ioctl's `io::Error` stands for (its errno: an `NE_ERR_*` code or a
+/// standard one).
+fn ioctl_error(what: &str, error: &io::Error) -> Error {
+    let errno = error.raw_os_error().unwrap_or(crate::errno::EIO);
+    error_from_errno(errno, format!("{what}: {error}"))
+}
+
+impl EnclaveDevice for KernelDevice {
+    type Enclave = KernelEnclave;
+
+    fn create_vm(&self) -> Result<KernelEnclave> {
         let mut slot_uid = 0u64;
         // SAFETY: NE_CREATE_VM is _IOR(0xAE, 0x20, __u64): the kernel writes a u64.
-        let fd = unsafe { ioctl_with(&self.file, uapi::NE_CREATE_VM, &mut slot_uid)? };
+        let fd = unsafe { ioctl_with(&self.file, uapi::NE_CREATE_VM, &mut slot_uid) }
+            .map_err(|e| ioctl_error("NE_CREATE_VM", &e))?;
         // SAFETY: on success NE_CREATE_VM returns a new file descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(KernelEnclave { fd, slot_uid })
     }
 }
 
-impl KernelEnclave {
-    /// The slot uid the device gave.
-    pub fn slot_uid(&self) -> u64 {
+impl EnclaveFd for KernelEnclave {
+    fn slot_uid(&self) -> u64 {
         self.slot_uid
     }
 
-    /// `NE_ADD_VCPU`: adds CPU `id` (0: any from the pool); returns the CPU added.
-    pub fn add_vcpu(&self, id: u32) -> io::Result<u32> {
+    fn add_vcpu(&self, id: u32) -> Result<u32> {
         let mut id = id;
         // SAFETY: NE_ADD_VCPU is _IOWR(0xAE, 0x21, __u32).
-        unsafe { ioctl_with(&self.fd, uapi::NE_ADD_VCPU, &mut id)? };
+        unsafe { ioctl_with(&self.fd, uapi::NE_ADD_VCPU, &mut id) }
+            .map_err(|e| ioctl_error("NE_ADD_VCPU", &e))?;
         Ok(id)
     }
 
-    /// `NE_GET_IMAGE_LOAD_INFO`: where the image goes in enclave memory.
-    pub fn image_load_info(&self, flags: u64) -> io::Result<u64> {
+    fn image_load_info(&self, flags: u64) -> Result<u64> {
         let mut info = NeImageLoadInfo {
             flags,
             memory_offset: 0,
         };
         // SAFETY: NE_GET_IMAGE_LOAD_INFO is _IOWR with struct ne_image_load_info.
-        unsafe { ioctl_with(&self.fd, uapi::NE_GET_IMAGE_LOAD_INFO, &mut info)? };
+        unsafe { ioctl_with(&self.fd, uapi::NE_GET_IMAGE_LOAD_INFO, &mut info) }
+            .map_err(|e| ioctl_error("NE_GET_IMAGE_LOAD_INFO", &e))?;
         Ok(info.memory_offset)
     }
 
-    /// `NE_SET_USER_MEMORY_REGION`.
-    pub fn set_user_memory_region(&self, region: NeUserMemoryRegion) -> io::Result<()> {
+    fn set_user_memory_region(&self, region: NeUserMemoryRegion) -> Result<()> {
         let mut region = region;
         // SAFETY: NE_SET_USER_MEMORY_REGION is _IOW with struct ne_user_memory_region; the
         // kernel pins the user pages itself and fails cleanly on bad addresses.
-        unsafe { ioctl_with(&self.fd, uapi::NE_SET_USER_MEMORY_REGION, &mut region)? };
+        unsafe { ioctl_with(&self.fd, uapi::NE_SET_USER_MEMORY_REGION, &mut region) }
+            .map_err(|e| ioctl_error("NE_SET_USER_MEMORY_REGION", &e))?;
         Ok(())
     }
 
-    /// `NE_START_ENCLAVE`: starts it; returns its CID.
-    pub fn start(&self, flags: u64, cid: u64) -> io::Result<u64> {
+    fn start(&self, flags: u64, cid: u64) -> Result<u64> {
         let mut info = NeEnclaveStartInfo {
             flags,
             enclave_cid: cid,
         };
         // SAFETY: NE_START_ENCLAVE is _IOWR with struct ne_enclave_start_info.
-        unsafe { ioctl_with(&self.fd, uapi::NE_START_ENCLAVE, &mut info)? };
+        unsafe { ioctl_with(&self.fd, uapi::NE_START_ENCLAVE, &mut info) }
+            .map_err(|e| ioctl_error("NE_START_ENCLAVE", &e))?;
         Ok(info.enclave_cid)
     }
 
-    /// Polls the enclave fd for up to `timeout_ms`; true if it reported POLLHUP (the
-    /// enclave stopped on its own).
-    pub fn wait_hangup(&self, timeout_ms: i32) -> io::Result<bool> {
+    fn wait_event(&self, timeout: Duration) -> Result<bool> {
+        let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         let mut pollfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN | libc::POLLERR | libc::POLLHUP,
@@ -130,28 +144,45 @@ impl KernelEnclave {
         // SAFETY: one valid pollfd, borrowed for the call.
         let rc = unsafe { libc::poll(&raw mut pollfd, 1, timeout_ms) };
         if rc < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(ioctl_error("poll", &io::Error::last_os_error()));
         }
         Ok(pollfd.revents & libc::POLLHUP != 0)
     }
+
+    /// Closes the fd; the kernel's release reports no error.
+    fn release(self) -> Result<()> {
+        drop(self.fd);
+        Ok(())
+    }
 }
 
-/// An anonymous private mapping backed by 2 MiB hugepages (`MAP_HUGETLB | MAP_HUGE_2MB`),
-/// unmapped on drop.
+/// An anonymous private mapping, unmapped on drop: 2 MiB hugepages to donate
+/// ([`AnonMapping::hugepages`]), or plain pages ([`AnonMapping::plain`], which the driver
+/// refuses, for conformance tests).
 #[derive(Debug)]
-pub struct HugepageMemory {
+pub struct AnonMapping {
     ptr: NonNull<u8>,
     len: usize,
 }
 
 // SAFETY: the mapping is owned exclusively by this value; moving it to another thread
 // moves that ownership.
-unsafe impl Send for HugepageMemory {}
+unsafe impl Send for AnonMapping {}
 
-impl HugepageMemory {
-    /// Maps `len` bytes (a multiple of 2 MiB) of hugepages.
-    pub fn new(len: usize) -> io::Result<HugepageMemory> {
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | MAP_HUGE_2MB;
+impl AnonMapping {
+    /// Maps `len` bytes (a multiple of 2 MiB) of 2 MiB hugepages
+    /// (`MAP_HUGETLB | MAP_HUGE_2MB`).
+    pub fn hugepages(len: usize) -> io::Result<AnonMapping> {
+        Self::map(len, libc::MAP_HUGETLB | MAP_HUGE_2MB)
+    }
+
+    /// Maps `len` bytes of plain 4 KiB pages.
+    pub fn plain(len: usize) -> io::Result<AnonMapping> {
+        Self::map(len, 0)
+    }
+
+    fn map(len: usize, extra_flags: libc::c_int) -> io::Result<AnonMapping> {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags;
         // SAFETY: a fresh anonymous mapping at an address the kernel picks; no existing
         // memory is affected.
         let ptr = unsafe {
@@ -169,7 +200,7 @@ impl HugepageMemory {
         }
         let ptr =
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
-        Ok(HugepageMemory { ptr, len })
+        Ok(AnonMapping { ptr, len })
     }
 
     /// The mapping's user address.
@@ -195,7 +226,7 @@ impl HugepageMemory {
     }
 }
 
-impl Drop for HugepageMemory {
+impl Drop for AnonMapping {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping `new` created; nothing borrows it any more.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };

@@ -144,30 +144,21 @@ impl<B: Bar> Transport<B> {
         Ok(reply)
     }
 
-    /// `memcpy_toio` on x86: 4-byte writes, then a 2- and a 1-byte tail.
+    /// `memcpy_toio` on x86 ([`regs::io_chunks`]).
     fn memcpy_toio(&self, offset: u64, bytes: &[u8]) {
-        let mut at = 0;
-        for chunk in bytes.chunks(4) {
-            match chunk.len() {
-                4 => self.bar.write(offset + at, chunk),
-                _ => {
-                    let (word, byte) = chunk.split_at(chunk.len() & !1);
-                    if !word.is_empty() {
-                        self.bar.write(offset + at, word);
-                    }
-                    if !byte.is_empty() {
-                        self.bar.write(offset + at + word.len() as u64, byte);
-                    }
-                }
+        for chunk in regs::io_chunks(bytes.len()) {
+            if let Some(part) = bytes.get(chunk.clone()) {
+                self.bar.write(offset + chunk.start as u64, part);
             }
-            at += chunk.len() as u64;
         }
     }
 
-    /// `memcpy_fromio` on x86: 4-byte reads (and one shorter read for a tail).
+    /// `memcpy_fromio` on x86 ([`regs::io_chunks`]).
     fn memcpy_fromio(&self, offset: u64, bytes: &mut [u8]) {
-        for (at, chunk) in (0u64..).step_by(4).zip(bytes.chunks_mut(4)) {
-            self.bar.read(offset + at, chunk);
+        for chunk in regs::io_chunks(bytes.len()) {
+            if let Some(part) = bytes.get_mut(chunk.clone()) {
+                self.bar.read(offset + chunk.start as u64, part);
+            }
         }
     }
 

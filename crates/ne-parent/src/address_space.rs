@@ -57,9 +57,7 @@ impl AddressSpace {
     /// the mapping's address.
     pub fn mmap_hugepages(&mut self, len: u64, node: u32) -> Result<u64> {
         if len == 0 || !len.is_multiple_of(HUGEPAGE_BYTES) {
-            return Err(Error::Config(format!(
-                "a hugepage mapping of {len} bytes is not a multiple of 2 MiB"
-            )));
+            return Err(Error::HugepageLength { len });
         }
         let frames = self
             .pool
@@ -141,8 +139,15 @@ impl AddressSpace {
         Some((frame + within, HUGEPAGE_BYTES - within))
     }
 
+    /// Returns a mapping's hugepages to the pool, cleared: the next enclave never sees
+    /// what the last one left there.
     fn release(&self, mapping: &Mapping) {
         if let Backing::Huge { frames, .. } = &mapping.backing {
+            for &frame in frames {
+                if let Err(e) = self.ram.discard(frame, HUGEPAGE_BYTES) {
+                    tracing::warn!("{e}");
+                }
+            }
             self.pool
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)

@@ -1,17 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Launching an enclave from an EIF the way nitro-cli does through the driver: hugepage
-//! memory, the image copied at the offset `NE_GET_IMAGE_LOAD_INFO` gives, one
-//! `NE_SET_USER_MEMORY_REGION` per hugepage, vCPUs, then `NE_START_ENCLAVE`.
+//! [`launch`]: running an enclave from an EIF the way nitro-cli does through
+//! `/dev/nitro_enclaves`, on any [`ParentInstance`]: the image checked and measured, an
+//! enclave created, hugepage memory mapped with the image at the offset
+//! `NE_GET_IMAGE_LOAD_INFO` gives, one `NE_SET_USER_MEMORY_REGION` per hugepage, vCPUs,
+//! then `NE_START_ENCLAVE`. Written once; the emulated parent and the kernel's driver
+//! differ only behind the traits.
 
 use std::collections::BTreeSet;
 
 use ne_abi::uapi::{EIF_IMAGE, ENCLAVE_DEBUG_MODE, MIN_ENCLAVE_MEM_SIZE};
 use ne_abi::NeUserMemoryRegion;
+use ne_driver::{EnclaveDevice, EnclaveFd};
+use ne_eif::{Eif, EifError, Measurements};
 use thiserror::Error;
 
-use crate::address_space::AddressSpace;
+use crate::donor::{DonorError, MemoryDonor};
 use crate::hugepages::{HUGEPAGE_BYTES, HUGEPAGE_LEN};
-use crate::parent::{Parent, ParentEnclave};
+use crate::instance::ParentInstance;
 
 const MIB: u64 = 1 << 20;
 
@@ -44,6 +49,8 @@ pub struct LaunchRequest {
 pub enum LaunchStep {
     /// The request itself is wrong (E03, E20).
     Request,
+    /// The image is not a valid EIF (E35).
+    Image,
     /// Too little memory asked for the image (E26).
     MemoryRequested,
     /// Not enough hugepages free (E27).
@@ -60,51 +67,113 @@ pub enum LaunchStep {
     Start,
 }
 
-/// A failed launch: the step, and why.
+/// Why a launch failed.
 #[derive(Debug, Error)]
-#[error("{message}")]
-pub struct LaunchError {
-    /// Where it failed.
-    pub step: LaunchStep,
-    /// What went wrong, for a person.
-    pub message: String,
-    /// The driver's error, if the driver refused.
-    #[source]
-    pub driver: Option<ne_driver::Error>,
+pub enum LaunchError {
+    /// `--cpu-count 0`.
+    #[error("--cpu-count must be at least 1")]
+    NoCpus,
+    /// `--cpu-ids` with nothing in it.
+    #[error("--cpu-ids lists no CPU")]
+    EmptyCpuIds,
+    /// A CPU listed twice.
+    #[error("CPU {0} is listed twice in --cpu-ids")]
+    DuplicateCpu(u32),
+    /// The file is not an EIF.
+    #[error("The file is not a valid EIF")]
+    Image(#[source] EifError),
+    /// Less memory than the image needs.
+    #[error("{asked} MiB of memory asked for, but this {eif_bytes}-byte EIF needs at least {needed} MiB")]
+    MemoryTooSmall {
+        /// MiB asked for.
+        asked: u64,
+        /// The image's size.
+        eif_bytes: u64,
+        /// The least that works.
+        needed: u64,
+    },
+    /// Memory that is not whole 2 MiB hugepages, or too large to address.
+    #[error("{0} MiB is not a whole number of 2 MiB hugepages that can be mapped")]
+    MemoryNotHugepages(u64),
+    /// The memory could not be mapped or written.
+    #[error("Cannot prepare the enclave's memory")]
+    Memory(#[source] DonorError),
+    /// An ioctl failed.
+    #[error("{ioctl} failed")]
+    Ioctl {
+        /// The step.
+        step: LaunchStep,
+        /// The ioctl's name.
+        ioctl: &'static str,
+        /// The driver's error, with the errno.
+        #[source]
+        source: ne_driver::Error,
+    },
 }
 
 impl LaunchError {
-    fn new(step: LaunchStep, message: impl Into<String>) -> Self {
-        LaunchError {
-            step,
-            message: message.into(),
-            driver: None,
+    /// The step that failed.
+    pub fn step(&self) -> LaunchStep {
+        match self {
+            LaunchError::NoCpus | LaunchError::EmptyCpuIds | LaunchError::DuplicateCpu(_) => {
+                LaunchStep::Request
+            }
+            LaunchError::Image(_) => LaunchStep::Image,
+            LaunchError::MemoryTooSmall { .. } | LaunchError::MemoryNotHugepages(_) => {
+                LaunchStep::MemoryRequested
+            }
+            LaunchError::Memory(_) => LaunchStep::MemoryAvailable,
+            LaunchError::Ioctl { step, .. } => *step,
         }
     }
 
-    fn driver(step: LaunchStep, what: &str, error: ne_driver::Error) -> Self {
-        LaunchError {
+    /// The driver's error, when an ioctl failed.
+    pub fn driver_error(&self) -> Option<&ne_driver::Error> {
+        match self {
+            LaunchError::Ioctl { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    fn ioctl(step: LaunchStep, ioctl: &'static str) -> impl FnOnce(ne_driver::Error) -> Self {
+        move |source| LaunchError::Ioctl {
             step,
-            message: format!("{what} failed: {error}"),
-            driver: Some(error),
+            ioctl,
+            source,
         }
     }
 }
 
 /// A launched enclave and the memory it was given. Dropping it terminates the enclave
-/// (the driver's release) and frees its hugepages.
+/// (closing the enclave fd) and frees its hugepages.
 #[derive(Debug)]
-pub struct Launched {
-    /// The enclave. Declared first: it is released before its memory is unmapped.
-    pub enclave: ParentEnclave,
+pub struct Launched<P: ParentInstance> {
+    /// The enclave fd. Declared first: it is released before its memory is unmapped.
+    pub enclave: <P::Device as EnclaveDevice>::Enclave,
     /// The process memory holding its hugepages.
-    pub memory: AddressSpace,
+    pub memory: P::Memory,
     /// Its CPUs, in the order they were added.
     pub cpu_ids: Vec<u32>,
     /// Its memory in MiB.
     pub memory_mib: u64,
     /// Its CID.
     pub cid: u64,
+    /// Whether it runs in debug mode.
+    pub debug: bool,
+    /// The image's PCRs.
+    pub measurements: Measurements,
+}
+
+impl<P: ParentInstance> Launched<P> {
+    /// Terminates the enclave: `close` on its fd, then its memory is freed.
+    pub fn release(self) -> ne_driver::Result<()> {
+        let Launched {
+            enclave, memory, ..
+        } = self;
+        let released = enclave.release();
+        drop(memory);
+        released
+    }
 }
 
 /// The least memory nitro-cli accepts for an image: 4 times its size, at least 64 MiB,
@@ -114,145 +183,127 @@ pub fn min_memory_mib(eif_len: u64) -> u64 {
     bytes.div_ceil(HUGEPAGE_BYTES) * HUGEPAGE_BYTES / MIB
 }
 
-impl CpuRequest {
-    /// The ids to pass to `NE_ADD_VCPU`, in order: 0 (any) per CPU counted, or the ids.
-    pub fn vcpu_ids(&self) -> Vec<u32> {
-        match self {
-            CpuRequest::Count(count) => vec![0; usize::try_from(*count).unwrap_or(0)],
-            CpuRequest::Ids(ids) => ids.clone(),
-        }
-    }
-}
-
 impl LaunchRequest {
     /// The checks nitro-cli makes before it touches the driver: a CPU request that names
-    /// something, and enough memory for the image in whole 2 MiB hugepages.
-    pub fn check(&self) -> Result<(), LaunchError> {
+    /// something, a valid image, and enough memory for it in whole 2 MiB hugepages.
+    /// Returns the image's measurements.
+    pub fn check(&self) -> Result<Measurements, LaunchError> {
         check_cpus(&self.cpus)?;
-        let min_mib = min_memory_mib(self.eif.len() as u64);
-        if self.memory_mib < min_mib {
-            return Err(LaunchError::new(
-                LaunchStep::MemoryRequested,
-                format!(
-                    "{} MiB of memory asked for, but this {}-byte EIF needs at least {min_mib} MiB",
-                    self.memory_mib,
-                    self.eif.len()
-                ),
-            ));
+        let measurements = Eif::parse(&self.eif)
+            .map_err(LaunchError::Image)?
+            .measurements();
+        let eif_bytes = self.eif.len() as u64;
+        let needed = min_memory_mib(eif_bytes);
+        if self.memory_mib < needed {
+            return Err(LaunchError::MemoryTooSmall {
+                asked: self.memory_mib,
+                eif_bytes,
+                needed,
+            });
         }
-        if !self.memory_mib.is_multiple_of(2) {
-            return Err(LaunchError::new(
-                LaunchStep::MemoryRequested,
-                format!(
-                    "{} MiB is not a whole number of 2 MiB hugepages",
-                    self.memory_mib
-                ),
-            ));
+        if !self.memory_mib.is_multiple_of(2) || self.memory_bytes().is_none() {
+            return Err(LaunchError::MemoryNotHugepages(self.memory_mib));
         }
-        Ok(())
+        Ok(measurements)
+    }
+
+    fn memory_bytes(&self) -> Option<u64> {
+        self.memory_mib
+            .checked_mul(MIB)
+            .filter(|bytes| usize::try_from(*bytes).is_ok())
     }
 }
 
-impl Parent {
-    /// Launches an enclave as nitro-cli does, returning it running.
-    pub fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
-        request.check()?;
-        let enclave = self
-            .driver()
-            .create_vm()
-            .map_err(|e| LaunchError::driver(LaunchStep::CreateVm, "NE_CREATE_VM", e))?;
-        let node = self.driver().cpu_pool().map_or(0, |pool| pool.numa_node());
-        let mut memory = self.address_space();
-        let pages = self.map_image(&enclave, &mut memory, request, node)?;
-        for page in pages {
-            let region = NeUserMemoryRegion {
-                flags: 0,
-                memory_size: HUGEPAGE_BYTES,
-                userspace_addr: page,
-            };
-            enclave
-                .set_user_memory_region(region, &memory)
-                .map_err(|e| {
-                    LaunchError::driver(LaunchStep::SetMemory, "NE_SET_USER_MEMORY_REGION", e)
-                })?;
-        }
-        let cpu_ids = add_cpus(&enclave, &request.cpus)?;
-        let flags = if request.debug { ENCLAVE_DEBUG_MODE } else { 0 };
-        let cid = enclave
-            .start(flags, request.cid)
-            .map_err(|e| LaunchError::driver(LaunchStep::Start, "NE_START_ENCLAVE", e))?;
-        Ok(Launched {
-            enclave,
-            memory,
-            cpu_ids,
-            memory_mib: request.memory_mib,
-            cid,
-        })
+/// Launches an enclave on `parent` as nitro-cli does, returning it running.
+pub fn launch<P: ParentInstance>(
+    parent: &P,
+    request: &LaunchRequest,
+) -> Result<Launched<P>, LaunchError> {
+    let measurements = request.check()?;
+    let (device, mut memory) = parent.process();
+    let enclave = device
+        .create_vm()
+        .map_err(LaunchError::ioctl(LaunchStep::CreateVm, "NE_CREATE_VM"))?;
+    let offset = enclave
+        .image_load_info(EIF_IMAGE)
+        .map_err(LaunchError::ioctl(
+            LaunchStep::ImageLoadInfo,
+            "NE_GET_IMAGE_LOAD_INFO",
+        ))?;
+    let pages = map_image(&mut memory, request, offset)?;
+    for page in pages {
+        let region = NeUserMemoryRegion {
+            flags: 0,
+            memory_size: HUGEPAGE_BYTES,
+            userspace_addr: page,
+        };
+        enclave
+            .set_user_memory_region(region)
+            .map_err(LaunchError::ioctl(
+                LaunchStep::SetMemory,
+                "NE_SET_USER_MEMORY_REGION",
+            ))?;
     }
+    let cpu_ids = add_cpus(&enclave, &request.cpus)?;
+    let flags = if request.debug { ENCLAVE_DEBUG_MODE } else { 0 };
+    let cid = enclave
+        .start(flags, request.cid)
+        .map_err(LaunchError::ioctl(LaunchStep::Start, "NE_START_ENCLAVE"))?;
+    Ok(Launched {
+        enclave,
+        memory,
+        cpu_ids,
+        memory_mib: request.memory_mib,
+        cid,
+        debug: request.debug,
+        measurements,
+    })
+}
 
-    /// Maps the enclave's memory one hugepage at a time and copies the image in at the
-    /// load offset; returns the pages' addresses in order.
-    fn map_image(
-        &self,
-        enclave: &ParentEnclave,
-        memory: &mut AddressSpace,
-        request: &LaunchRequest,
-        node: u32,
-    ) -> Result<Vec<u64>, LaunchError> {
-        let count = request.memory_mib * MIB / HUGEPAGE_BYTES;
-        let free = self.free_hugepages(node);
-        if free < count {
-            return Err(LaunchError::new(
-                LaunchStep::MemoryAvailable,
-                format!(
-                    "{} MiB asked for, but only {} MiB of hugepages are free on NUMA node {node}",
-                    request.memory_mib,
-                    free * HUGEPAGE_BYTES / MIB
-                ),
-            ));
-        }
-        let offset = enclave.image_load_info(EIF_IMAGE).map_err(|e| {
-            LaunchError::driver(LaunchStep::ImageLoadInfo, "NE_GET_IMAGE_LOAD_INFO", e)
-        })?;
-        let mut pages = Vec::new();
-        for _ in 0..count {
-            let page = memory
-                .mmap_hugepages(HUGEPAGE_BYTES, node)
-                .map_err(|e| LaunchError::new(LaunchStep::MemoryAvailable, e.to_string()))?;
-            pages.push(page);
-        }
-        // Enclave memory is the pages in order; the image starts `offset` bytes in.
-        for (index, chunk) in request.eif.chunks(HUGEPAGE_LEN).enumerate() {
-            let at = offset + index as u64 * HUGEPAGE_BYTES;
-            let page = pages.get(usize::try_from(at / HUGEPAGE_BYTES).unwrap_or(usize::MAX));
-            let page = page.ok_or_else(|| {
-                LaunchError::new(LaunchStep::MemoryRequested, "the image does not fit")
-            })?;
+/// Maps the enclave's memory one hugepage at a time, as nitro-cli does, and copies the
+/// image in at `offset` of their concatenation; returns the pages' addresses in order.
+fn map_image<M: MemoryDonor>(
+    memory: &mut M,
+    request: &LaunchRequest,
+    offset: u64,
+) -> Result<Vec<u64>, LaunchError> {
+    let bytes = request
+        .memory_bytes()
+        .ok_or(LaunchError::MemoryNotHugepages(request.memory_mib))?;
+    let count = bytes / HUGEPAGE_BYTES;
+    let mut pages = Vec::new();
+    for _ in 0..count {
+        pages.push(
             memory
-                .write(page + at % HUGEPAGE_BYTES, chunk)
-                .map_err(|e| LaunchError::new(LaunchStep::MemoryAvailable, e.to_string()))?;
-        }
-        Ok(pages)
+                .map_hugepages(HUGEPAGE_BYTES)
+                .map_err(LaunchError::Memory)?,
+        );
     }
+    for (index, chunk) in request.eif.chunks(HUGEPAGE_LEN).enumerate() {
+        let at = offset + index as u64 * HUGEPAGE_BYTES;
+        let page = usize::try_from(at / HUGEPAGE_BYTES)
+            .ok()
+            .and_then(|page| pages.get(page))
+            .ok_or(LaunchError::MemoryTooSmall {
+                asked: request.memory_mib,
+                eif_bytes: request.eif.len() as u64,
+                needed: min_memory_mib(request.eif.len() as u64),
+            })?;
+        memory
+            .write(page + at % HUGEPAGE_BYTES, chunk)
+            .map_err(LaunchError::Memory)?;
+    }
+    Ok(pages)
 }
 
 fn check_cpus(cpus: &CpuRequest) -> Result<(), LaunchError> {
     match cpus {
-        CpuRequest::Count(0) => Err(LaunchError::new(
-            LaunchStep::Request,
-            "--cpu-count must be at least 1",
-        )),
-        CpuRequest::Ids(ids) if ids.is_empty() => Err(LaunchError::new(
-            LaunchStep::Request,
-            "--cpu-ids lists no CPU",
-        )),
+        CpuRequest::Count(0) => Err(LaunchError::NoCpus),
+        CpuRequest::Ids(ids) if ids.is_empty() => Err(LaunchError::EmptyCpuIds),
         CpuRequest::Ids(ids) => {
             let mut seen = BTreeSet::new();
             match ids.iter().find(|id| !seen.insert(**id)) {
-                Some(id) => Err(LaunchError::new(
-                    LaunchStep::Request,
-                    format!("CPU {id} is listed twice in --cpu-ids"),
-                )),
+                Some(id) => Err(LaunchError::DuplicateCpu(*id)),
                 None => Ok(()),
             }
         }
@@ -260,13 +311,16 @@ fn check_cpus(cpus: &CpuRequest) -> Result<(), LaunchError> {
     }
 }
 
-fn add_cpus(enclave: &ParentEnclave, cpus: &CpuRequest) -> Result<Vec<u32>, LaunchError> {
-    cpus.vcpu_ids()
-        .into_iter()
-        .map(|id| {
-            enclave
-                .add_vcpu(id)
-                .map_err(|e| LaunchError::driver(LaunchStep::AddVcpu, "NE_ADD_VCPU", e))
-        })
-        .collect()
+/// `NE_ADD_VCPU` for each CPU asked for: `count` times "any" (0), or each id. The pool
+/// runs out long before a huge count does: nothing is allocated per CPU asked.
+fn add_cpus<E: EnclaveFd>(enclave: &E, cpus: &CpuRequest) -> Result<Vec<u32>, LaunchError> {
+    let add = |id| {
+        enclave
+            .add_vcpu(id)
+            .map_err(LaunchError::ioctl(LaunchStep::AddVcpu, "NE_ADD_VCPU"))
+    };
+    match cpus {
+        CpuRequest::Count(count) => (0..*count).map(|_| add(0)).collect(),
+        CpuRequest::Ids(ids) => ids.iter().map(|&id| add(id)).collect(),
+    }
 }

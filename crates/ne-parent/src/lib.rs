@@ -1,28 +1,38 @@
 // SPDX-License-Identifier: Apache-2.0
-//! An emulated Nitro Enclaves parent instance, in one process: guest RAM (an anonymous
-//! mapping), a CPU topology, a hugepage pool, the NE device model and the `ne-driver`
-//! bound to it, wired as the PCI core would wire them.
+//! A parent instance: where enclaves are launched from, and [`launch`], which does what
+//! nitro-cli does through `/dev/nitro_enclaves`, written once over the enclave API.
 //!
-//! [`Parent::launch`] runs an enclave from an EIF the way nitro-cli does through
-//! `/dev/nitro_enclaves`. On `ENCLAVE_START` the parent's hypervisor reads the EIF from
-//! the donated memory (8 MiB into the concatenated regions), validates it and measures its
-//! PCRs; a bad image is refused with `ENOEXEC` and a log line that says what is wrong.
-//! Nothing is booted: the enclave runs in simulation until it is terminated, or until
-//! [`Parent::crash`] / [`Parent::exit`] stop it, which the driver sees on vector 1.
+//! Two parents implement [`ParentInstance`]:
+//! - [`Parent`], an emulated parent in one process: guest RAM (a memfd), a CPU topology,
+//!   a hugepage pool, the NE device model and the `ne-driver` bound to it, wired as the PCI
+//!   core would wire them. Its hypervisor ([`ne_hypervisor::NitroHypervisor`]) reads the
+//!   EIF from the donated memory on `ENCLAVE_START`, validates and measures it, and hands
+//!   it to the backend chosen when the parent was built (simulated, or a VM).
+//! - [`KernelParent`], the machine this runs on, through the Linux driver.
 #![forbid(unsafe_code)]
 
 mod address_space;
+pub mod conformance;
+mod donor;
 mod error;
 mod hugepages;
-mod hypervisor;
+mod instance;
+mod kernel;
 mod launch;
 mod parent;
 mod ram;
 
 pub use address_space::{AddressSpace, MMAP_BASE, SMALL_PAGE_BYTES, USER_END};
+pub use donor::{DonorError, KernelHugepages, MemoryDonor, ProcessMemory};
 pub use error::{Error, Result};
 pub use hugepages::{HugepagePool, HUGEPAGE_BYTES};
-pub use hypervisor::{load_image, EifHypervisor, LoadedImage, ENOEXEC};
-pub use launch::{min_memory_mib, CpuRequest, LaunchError, LaunchRequest, LaunchStep, Launched};
-pub use parent::{default_pool, Parent, ParentConfig, ParentDevice, ParentDriver, ParentEnclave};
+pub use instance::{ParentInstance, ParentStatus, Unsupported};
+pub use kernel::KernelParent;
+pub use launch::{
+    launch, min_memory_mib, CpuRequest, LaunchError, LaunchRequest, LaunchStep, Launched,
+};
+pub use parent::{
+    default_pool, Parent, ParentBackend, ParentBar, ParentConfig, ParentDevice, ParentDeviceFile,
+    ParentDriver, ParentEnclave, ParentHypervisor,
+};
 pub use ram::ParentRam;

@@ -5,22 +5,32 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use ne_device::DeviceConfig;
+use ne_device::{DeviceConfig, DeviceLog, SimulatedHypervisor};
 use ne_driver::inproc::{pci_enable, InProcBar, InProcDevice};
-use ne_driver::{DriverConfig, Enclave, NeDevice, Topology, Vectors};
+use ne_driver::{DeviceFile, DriverConfig, Enclave, NeDriver, Topology, Vectors};
+use ne_hypervisor::{spawn_pump, Backend, EnclaveImage, NitroHypervisor, Notifier};
 
 use crate::address_space::AddressSpace;
+use crate::donor::ProcessMemory;
 use crate::error::{Error, Result};
 use crate::hugepages::{HugepagePool, HUGEPAGE_BYTES};
-use crate::hypervisor::{EifHypervisor, LoadedImage};
+use crate::instance::{ParentInstance, ParentStatus, Unsupported};
 use crate::ram::ParentRam;
 
-/// The device model as the emulated parent runs it.
-pub type ParentDevice = InProcDevice<EifHypervisor>;
+/// What runs the emulated parent's enclaves, chosen when the parent is built.
+pub type ParentBackend = Box<dyn Backend>;
+/// The device's hypervisor: the image check, then the backend.
+pub type ParentHypervisor = NitroHypervisor<ParentBackend>;
+/// The device model as the emulated parent runs it, reporting to a [`DeviceLog`].
+pub type ParentDevice = InProcDevice<ParentHypervisor, Arc<DeviceLog>>;
+/// BAR 3 of that device, as the driver reaches it.
+pub type ParentBar = InProcBar<ParentHypervisor, Arc<DeviceLog>>;
 /// The driver bound to it.
-pub type ParentDriver = NeDevice<InProcBar<EifHypervisor>>;
-/// An enclave made through that driver.
-pub type ParentEnclave = Enclave<InProcBar<EifHypervisor>>;
+pub type ParentDriver = NeDriver<ParentBar>;
+/// The driver as one process opened it (its enclave API).
+pub type ParentDeviceFile = DeviceFile<ParentBar, Mutex<AddressSpace>>;
+/// An enclave made through the driver.
+pub type ParentEnclave = Enclave<ParentBar>;
 
 const MIB: u64 = 1 << 20;
 
@@ -89,7 +99,9 @@ pub struct Parent {
     ram: Arc<ParentRam>,
     hugepages: Arc<Mutex<HugepagePool>>,
     device: Arc<Mutex<ParentDevice>>,
+    log: Arc<DeviceLog>,
     driver: ParentDriver,
+    notifier: Notifier,
     config: ParentConfig,
 }
 
@@ -102,19 +114,32 @@ impl std::fmt::Debug for Parent {
 }
 
 impl Parent {
-    /// Builds the parent: maps RAM, reserves hugepages, creates the device, runs the PCI
-    /// core's set-up and the driver's probe, and sets the CPU pool.
+    /// A parent whose enclaves are simulated: images are checked, nothing is booted.
     pub fn new(config: ParentConfig) -> Result<Parent> {
+        Self::with_backend(config, |_, _| Ok(Box::new(SimulatedHypervisor::new())))
+    }
+
+    /// Builds the parent: maps RAM, reserves hugepages, creates the device with the
+    /// backend `backend` makes (given the parent's RAM and the notifier to signal when it
+    /// has news), runs the PCI core's set-up and the driver's probe, and sets the CPU pool.
+    pub fn with_backend(
+        config: ParentConfig,
+        backend: impl FnOnce(&ParentRam, Notifier) -> Result<ParentBackend>,
+    ) -> Result<Parent> {
         if config.reserved_mib >= config.ram_mib
             || !config.ram_mib.is_multiple_of(2)
             || !config.reserved_mib.is_multiple_of(2)
         {
-            return Err(Error::Config(format!(
-                "RAM ({} MiB) must be even and larger than the parent's reserve ({} MiB)",
-                config.ram_mib, config.reserved_mib
-            )));
+            return Err(Error::Config {
+                ram_mib: config.ram_mib,
+                reserved_mib: config.reserved_mib,
+            });
         }
-        let ram = Arc::new(ParentRam::new(config.ram_mib * MIB, config.numa_nodes)?);
+        let ram_bytes = config.ram_mib.checked_mul(MIB).ok_or(Error::Config {
+            ram_mib: config.ram_mib,
+            reserved_mib: config.reserved_mib,
+        })?;
+        let ram = Arc::new(ParentRam::new(ram_bytes, config.numa_nodes)?);
         let hugepages = Arc::new(Mutex::new(HugepagePool::reserve(
             &ram,
             config.reserved_mib * MIB,
@@ -124,24 +149,28 @@ impl Parent {
             max_slots: config.max_slots,
             max_mem_regions: config.max_mem_regions,
             parent_cpus: topology.nr_cpu_ids(),
-            parent_ram: vec![std::ops::Range {
-                start: 0,
-                end: ram.size(),
-            }],
+            parent_ram: ram.memory_ranges(),
             ..DeviceConfig::default()
         };
+        let notifier = Notifier::new();
+        let hypervisor =
+            NitroHypervisor::new(Arc::clone(ram.memory()), backend(&ram, notifier.clone())?);
         let vectors = Arc::new(Vectors::new());
-        let hypervisor = EifHypervisor::new(Arc::clone(&ram));
-        let mut device =
-            ParentDevice::with_hypervisor(device_config, Arc::clone(&vectors), hypervisor)
-                .map_err(|e| Error::Config(e.to_string()))?;
+        let log = Arc::new(DeviceLog::new());
+        let mut device = ParentDevice::with_events(
+            device_config,
+            Arc::clone(&vectors),
+            hypervisor,
+            Arc::clone(&log),
+        )?;
         pci_enable(&mut device);
         let device = Arc::new(Mutex::new(device));
+        spawn_events_pump(&device, &notifier)?;
         let driver_config = DriverConfig {
             reply_timeout: config.reply_timeout,
             ..DriverConfig::default()
         };
-        let driver = NeDevice::probe(
+        let driver = NeDriver::probe(
             InProcBar::new(Arc::clone(&device)),
             vectors,
             topology,
@@ -154,7 +183,9 @@ impl Parent {
             ram,
             hugepages,
             device,
+            log,
             driver,
+            notifier,
             config,
         })
     }
@@ -164,7 +195,7 @@ impl Parent {
         &self.config
     }
 
-    /// The driver: the equivalent of `/dev/nitro_enclaves`.
+    /// The driver: the equivalent of the kernel's `nitro_enclaves` module.
     pub fn driver(&self) -> &ParentDriver {
         &self.driver
     }
@@ -173,6 +204,11 @@ impl Parent {
     /// driver call.
     pub fn device(&self) -> MutexGuard<'_, ParentDevice> {
         self.device.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What the device reported: counters, history, the last rejection.
+    pub fn log(&self) -> &DeviceLog {
+        &self.log
     }
 
     /// A new, empty process address space.
@@ -201,36 +237,76 @@ impl Parent {
             .total()
     }
 
-    /// Bytes of one hugepage.
-    pub fn hugepage_bytes(&self) -> u64 {
-        HUGEPAGE_BYTES
-    }
-
-    /// The image the hypervisor loaded for slot `slot_uid`.
-    pub fn image(&self, slot_uid: u64) -> Option<LoadedImage> {
+    /// The image the hypervisor loaded for slot `slot_uid`, while it runs.
+    pub fn image(&self, slot_uid: u64) -> Option<Arc<EnclaveImage>> {
         self.device().hypervisor().image(slot_uid).cloned()
     }
 
-    /// Makes the enclave of `slot_uid` crash; the device reports it on vector 1.
-    pub fn crash(&self, slot_uid: u64) -> bool {
-        self.end(slot_uid, true)
-    }
-
-    /// Makes the enclave of `slot_uid` exit by itself; the device reports it on vector 1.
-    pub fn exit(&self, slot_uid: u64) -> bool {
-        self.end(slot_uid, false)
-    }
-
-    fn end(&self, slot_uid: u64, crash: bool) -> bool {
+    /// Makes the enclave of `slot_uid` exit by itself (or crash); the device reports it on
+    /// vector 1 before this returns. False if no enclave runs there.
+    pub fn end(&self, slot_uid: u64, crash: bool) -> bool {
         let mut device = self.device();
-        let simulated = device.hypervisor_mut().simulated_mut();
-        let ended = if crash {
-            simulated.crash(slot_uid)
-        } else {
-            simulated.exit(slot_uid)
-        };
+        let ended = device.hypervisor_mut().backend_mut().end(slot_uid, crash);
         // The latch behind the interrupts cannot fail.
         let _ = device.process_hypervisor_events();
         ended
+    }
+}
+
+impl Drop for Parent {
+    fn drop(&mut self) {
+        self.notifier.close();
+    }
+}
+
+/// Lets the device collect the backend's news whenever the backend signals or asks for a
+/// wake-up.
+fn spawn_events_pump(device: &Arc<Mutex<ParentDevice>>, notifier: &Notifier) -> Result<()> {
+    let device = Arc::clone(device);
+    spawn_pump("ne-parent-events", notifier.clone(), move || {
+        let mut device = device.lock().unwrap_or_else(PoisonError::into_inner);
+        // The latch behind the interrupts cannot fail.
+        let _ = device.process_hypervisor_events();
+        device.hypervisor().next_wakeup()
+    })
+    .map(drop)
+    .map_err(|source| Error::Thread {
+        name: "ne-parent-events",
+        source,
+    })
+}
+
+impl ParentInstance for Parent {
+    type Device = ParentDeviceFile;
+    type Memory = ProcessMemory;
+
+    fn process(&self) -> (Self::Device, Self::Memory) {
+        let space = Arc::new(Mutex::new(self.address_space()));
+        let node = self.driver.cpu_pool().map_or(0, |pool| pool.numa_node());
+        (
+            self.driver.open(Arc::clone(&space)),
+            ProcessMemory::new(space, node),
+        )
+    }
+
+    fn status(&self) -> ParentStatus {
+        let hugepage_mib = HUGEPAGE_BYTES / MIB;
+        ParentStatus {
+            backend: "emulated".to_owned(),
+            cpus: Some(self.config.cores * self.config.threads_per_core),
+            cpu_pool: self
+                .driver
+                .cpu_pool()
+                .map(|pool| pool.cpus().into_iter().collect())
+                .unwrap_or_default(),
+            memory_mib: Some(self.config.ram_mib),
+            hugepages_total_mib: Some(self.total_hugepages() * hugepage_mib),
+            hugepages_free_mib: Some(self.free_hugepages(0) * hugepage_mib),
+            max_enclaves: Some(self.config.max_slots),
+        }
+    }
+
+    fn end_enclave(&self, slot_uid: u64, crash: bool) -> Result<bool, Unsupported> {
+        Ok(self.end(slot_uid, crash))
     }
 }

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The `vfio_user::ServerBackend` of the device: regions to config space and BAR 3, DMA maps
-//! to parent RAM, `SET_IRQS` to eventfds. The client is untrusted: every offset and length
+//! (with their fds) to the parent RAM the hypervisor reads, `SET_IRQS` to eventfds. The client is untrusted: every offset and length
 //! is checked before the device sees it, and nothing it sends can panic the server.
 
 use std::fs::File;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use ne_device::config_space::{BAR_SIZE, CONFIG_SPACE_SIZE};
-use ne_device::{DeviceConfig, NePciDevice, SimulatedHypervisor};
+use ne_device::{DeviceConfig, DeviceLog, NePciDevice};
+use ne_hypervisor::{
+    spawn_pump, Backend as EnclaveBackend, NitroHypervisor, Notifier, ParentMemory, SharedMemory,
+};
 use vfio_bindings::bindings::vfio::{
     VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE,
     VFIO_PCI_BAR3_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX,
@@ -16,55 +19,56 @@ use vfio_bindings::bindings::vfio::{
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, ServerBackend};
 
 use crate::irq::EventFdInterrupt;
-use crate::ram::DmaMaps;
 
+/// What runs the served device's enclaves, chosen when the server is built.
+pub type ServedBackend = Box<dyn EnclaveBackend>;
+/// The served device's hypervisor: the image check, then the backend.
+pub type ServedHypervisor = NitroHypervisor<ServedBackend>;
 /// The device as the server runs it.
-pub type ServedDevice = NePciDevice<EventFdInterrupt, SimulatedHypervisor>;
+pub type ServedDevice = NePciDevice<EventFdInterrupt, ServedHypervisor, Arc<DeviceLog>>;
 
-/// What the server loop and the control interface share.
+/// What the server loop, the events pump and the control interface share.
 #[derive(Debug)]
 pub struct Shared {
-    /// The device.
-    pub device: Mutex<ServedDevice>,
-    /// Its interrupts.
-    pub irq: EventFdInterrupt,
-    /// The client's DMA maps.
-    pub dma: Mutex<DmaMaps>,
-    /// The configuration to reset to.
-    pub config: DeviceConfig,
-    /// How long simulated enclave starts take; `None`: they complete in the doorbell write.
-    pub start_delay: Option<std::time::Duration>,
+    device: Mutex<ServedDevice>,
+    irq: EventFdInterrupt,
+    memory: SharedMemory,
+    log: Arc<DeviceLog>,
+    notifier: Notifier,
 }
 
 impl Shared {
-    /// A fresh device for `config` (validated by the caller) whose enclave starts take
-    /// `start_delay` (see [`crate::starts`]).
+    /// A device for `config` (validated by the caller) whose enclaves the backend that
+    /// `backend` makes runs; `backend` is given the notifier to signal when it has news.
+    /// Starts the pump that delivers that news.
     pub fn new(
         config: DeviceConfig,
-        start_delay: Option<std::time::Duration>,
-    ) -> io::Result<Shared> {
+        backend: impl FnOnce(Notifier) -> io::Result<ServedBackend>,
+    ) -> io::Result<Arc<Shared>> {
         let irq = EventFdInterrupt::default();
-        let device = Self::fresh_device(&config, &irq, start_delay)?;
-        Ok(Shared {
+        let memory: SharedMemory = Arc::new(RwLock::new(ParentMemory::new()));
+        let notifier = Notifier::new();
+        let hypervisor = NitroHypervisor::new(Arc::clone(&memory), backend(notifier.clone())?);
+        let log = Arc::new(DeviceLog::new());
+        let device = NePciDevice::with_events(config, irq.clone(), hypervisor, Arc::clone(&log))
+            .map_err(io::Error::other)?;
+        let shared = Arc::new(Shared {
             device: Mutex::new(device),
             irq,
-            dma: Mutex::new(DmaMaps::default()),
-            config,
-            start_delay,
-        })
-    }
-
-    fn fresh_device(
-        config: &DeviceConfig,
-        irq: &EventFdInterrupt,
-        start_delay: Option<std::time::Duration>,
-    ) -> io::Result<ServedDevice> {
-        let hypervisor = match start_delay {
-            Some(_) => SimulatedHypervisor::deferred(),
-            None => SimulatedHypervisor::new(),
-        };
-        NePciDevice::with_hypervisor(config.clone(), irq.clone(), hypervisor)
-            .map_err(io::Error::other)
+            memory,
+            log,
+            notifier,
+        });
+        let pumped = Arc::downgrade(&shared);
+        spawn_pump("ne-events", shared.notifier.clone(), move || {
+            let shared = pumped.upgrade()?;
+            let mut device = shared.device();
+            if let Err(e) = device.process_hypervisor_events() {
+                tracing::warn!("cannot deliver the backend's news: {e}");
+            }
+            device.hypervisor().next_wakeup()
+        })?;
+        Ok(shared)
     }
 
     /// The device, locked.
@@ -72,22 +76,66 @@ impl Shared {
         self.device.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Back to power-on: every enclave stopped, every slot freed, interrupts and DMA maps
-    /// forgotten. What happens on a vfio reset and when a client goes away.
-    pub fn reset(&self) -> io::Result<()> {
+    /// What the device reported: counters, history, the last rejection.
+    pub fn log(&self) -> &DeviceLog {
+        &self.log
+    }
+
+    /// The client's RAM, as its DMA maps describe it.
+    pub fn memory(&self) -> &SharedMemory {
+        &self.memory
+    }
+
+    /// A vfio reset: the device back to power-on (every enclave stopped, every slot
+    /// freed); the client's DMA maps and interrupts stay, as QEMU does not send them again.
+    pub fn reset(&self) {
+        self.device().reset();
+    }
+
+    /// The client went away: a reset, and its DMA maps and interrupts forgotten.
+    pub fn disconnect(&self) {
         self.irq.clear();
-        self.dma
-            .lock()
+        let mut device = self.device();
+        device.reset();
+        self.memory
+            .write()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-        let mut device = self.device();
-        // ENABLE 0 stops every enclave through the hypervisor before the device is replaced.
-        device
-            .write_bar(ne_abi::regs::ENABLE, &[0])
-            .map_err(io::Error::other)?;
-        *device =
-            NePciDevice::new(self.config.clone(), self.irq.clone()).map_err(io::Error::other)?;
-        device.set_parent_ram(Vec::new()).map_err(io::Error::other)
+        // An empty list is always valid.
+        let _ = device.set_parent_ram(Vec::new());
+    }
+
+    /// Records a DMA map (replacing what it overlaps) and tells the device where RAM is.
+    fn map(&self, address: u64, size: u64, fd: Option<File>, offset: u64) -> io::Result<()> {
+        let mut memory = self.memory.write().unwrap_or_else(PoisonError::into_inner);
+        if !memory.map(address, size, fd.map(Arc::new), offset) {
+            return Err(invalid(format!(
+                "DMA map of {size:#x} bytes at {address:#x} is empty or wraps"
+            )));
+        }
+        tracing::debug!(address, size, offset, "DMA map");
+        self.device()
+            .set_parent_ram(memory.donatable_ranges())
+            .map_err(io::Error::other)
+    }
+
+    /// Forgets a DMA map and tells the device where RAM is.
+    fn unmap(&self, address: u64, size: u64) -> io::Result<()> {
+        let mut memory = self.memory.write().unwrap_or_else(PoisonError::into_inner);
+        if !memory.unmap(address, size) {
+            return Err(invalid(format!(
+                "DMA unmap of {size:#x} bytes at {address:#x} wraps"
+            )));
+        }
+        self.device()
+            .set_parent_ram(memory.donatable_ranges())
+            .map_err(io::Error::other)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.notifier.close();
     }
 }
 
@@ -162,48 +210,22 @@ impl ServerBackend for Backend {
     fn dma_map(
         &mut self,
         _flags: DmaMapFlags,
-        _offset: u64,
+        offset: u64,
         address: u64,
         size: u64,
-        _fd: Option<File>,
+        fd: Option<File>,
     ) -> io::Result<()> {
-        let mut dma = self
-            .shared
-            .dma
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if !dma.map(address, size) {
-            return Err(invalid(format!(
-                "DMA map of {size:#x} bytes at {address:#x} is empty or wraps"
-            )));
-        }
-        tracing::debug!(address, size, "DMA map");
-        self.shared
-            .device()
-            .set_parent_ram(dma.parent_ram())
-            .map_err(io::Error::other)
+        self.shared.map(address, size, fd, offset)
     }
 
     fn dma_unmap(&mut self, _flags: DmaUnmapFlags, address: u64, size: u64) -> io::Result<()> {
-        let mut dma = self
-            .shared
-            .dma
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if !dma.unmap(address, size) {
-            return Err(invalid(format!(
-                "DMA unmap of {size:#x} bytes at {address:#x} wraps"
-            )));
-        }
-        self.shared
-            .device()
-            .set_parent_ram(dma.parent_ram())
-            .map_err(io::Error::other)
+        self.shared.unmap(address, size)
     }
 
     fn reset(&mut self) -> io::Result<()> {
         tracing::info!("device reset by the client");
-        self.shared.reset()
+        self.shared.reset();
+        Ok(())
     }
 
     fn set_irqs(

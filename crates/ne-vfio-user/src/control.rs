@@ -3,21 +3,21 @@
 //! slots, reads the command history, injects faults, and makes enclaves exit or crash (the
 //! guest sees vector 1). One JSON request line, one JSON response line per connection.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use ne_abi::{Command, MsixVector};
 use ne_device::{FaultRule, SlotState};
+use ne_jsonl::{CallError, Limits, Outcome, Server};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use thiserror::Error;
 
 use crate::backend::Shared;
-
-/// The longest request line accepted.
-const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 
 /// What the host can ask.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,8 +66,31 @@ pub enum FaultKind {
     Drop,
 }
 
-/// The answer: `{"Ok": …}` or `{"Err": "why"}`.
-pub type ControlResponse = Result<Value, String>;
+/// Why a control request failed.
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum ControlError {
+    /// The request could not be read.
+    #[error("{0}")]
+    Malformed(String),
+    /// Too many control connections at once.
+    #[error("The control socket is busy; try again")]
+    Busy,
+    /// A command name or number the device does not have.
+    #[error("Unknown command {0:?}")]
+    UnknownCommand(String),
+    /// A vector the device does not have.
+    #[error("The device has no vector {0}")]
+    NoSuchVector(u16),
+    /// No enclave runs in the slot, or the backend cannot end it.
+    #[error("No enclave the backend can end runs in slot {0}")]
+    NoEnclave(u64),
+    /// The device refused (too many faults armed, an interrupt that failed).
+    #[error("{0}")]
+    Device(String),
+}
+
+/// The answer: `{"Ok": …}` or `{"Err": …}`.
+pub type ControlResponse = Result<Value, ControlError>;
 
 /// Parses a command name (`SLOT_ALLOC`) or number (`4`).
 pub fn parse_command(name: &str) -> Option<Command> {
@@ -86,39 +109,38 @@ pub fn spawn(path: &Path, shared: Arc<Shared>) -> io::Result<JoinHandle<()>> {
     if path.exists() {
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
+    let server = Server::new(UnixListener::bind(path)?, Limits::default());
     thread::Builder::new()
         .name("ne-control".to_owned())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                answer(&stream, &shared);
-            }
+            server.run(
+                move |request: Result<ControlRequest, String>| {
+                    let response = request
+                        .map_err(ControlError::Malformed)
+                        .and_then(|r| handle(&shared, r));
+                    (response, Outcome::Continue)
+                },
+                Err::<Value, _>(ControlError::Busy),
+            );
         })
-}
-
-fn answer(stream: &UnixStream, shared: &Shared) {
-    let mut line = String::new();
-    let response: ControlResponse = BufReader::new(stream.take(MAX_REQUEST_BYTES))
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())
-        .and_then(|_| {
-            serde_json::from_str::<ControlRequest>(&line)
-                .map_err(|e| format!("malformed request: {e}"))
-        })
-        .and_then(|request| handle(shared, request));
-    let mut out = serde_json::to_string(&response).unwrap_or_default();
-    out.push('\n');
-    let _ = (&*stream).write_all(out.as_bytes());
 }
 
 /// Carries out one request.
 pub fn handle(shared: &Shared, request: ControlRequest) -> ControlResponse {
     let mut device = shared.device();
     match request {
-        ControlRequest::Slots => Ok(Value::Array(device.slots().iter().map(slot_json).collect())),
-        ControlRequest::History => Ok(Value::Array(
+        ControlRequest::Slots => Ok(Value::Array(
             device
+                .slots()
+                .iter()
+                .map(|slot| slot_json(slot, &device.hypervisor().backend().describe(slot.uid())))
+                .collect(),
+        )),
+        ControlRequest::History => Ok(Value::Array(
+            shared
+                .log()
                 .history()
+                .into_iter()
                 .map(|r| {
                     let name = Command::try_from(r.command).map_or("INVALID", Command::name);
                     json!({ "Command": name, "Number": r.command, "Rc": r.rc })
@@ -126,7 +148,7 @@ pub fn handle(shared: &Shared, request: ControlRequest) -> ControlResponse {
                 .collect(),
         )),
         ControlRequest::Status => {
-            let stats = device.stats();
+            let stats = shared.log().stats();
             Ok(json!({
                 "Enabled": device.is_enabled(),
                 "Busy": device.is_busy(),
@@ -146,9 +168,7 @@ pub fn handle(shared: &Shared, request: ControlRequest) -> ControlResponse {
             action,
         } => {
             let command = match command {
-                Some(name) => {
-                    Some(parse_command(&name).ok_or_else(|| format!("unknown command {name:?}"))?)
-                }
+                Some(name) => Some(parse_command(&name).ok_or(ControlError::UnknownCommand(name))?),
                 None => None,
             };
             let action = match action {
@@ -163,7 +183,7 @@ pub fn handle(shared: &Shared, request: ControlRequest) -> ControlResponse {
                     remaining: count,
                     action,
                 })
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| ControlError::Device(e.to_string()))?;
             Ok(json!({ "Armed": device.faults_mut().rules().len() }))
         }
         ControlRequest::ClearFaults => {
@@ -171,40 +191,39 @@ pub fn handle(shared: &Shared, request: ControlRequest) -> ControlResponse {
             Ok(json!({ "Armed": 0 }))
         }
         ControlRequest::ReleaseReply => {
-            Ok(json!({ "Released": device.release_held_reply().map_err(|e| e.to_string())? }))
+            let released = device
+                .release_held_reply()
+                .map_err(|e| ControlError::Device(e.to_string()))?;
+            Ok(json!({ "Released": released }))
         }
         ControlRequest::Spurious { vector } => {
-            let vector = MsixVector::from_index(vector)
-                .ok_or_else(|| format!("the device has no vector {vector}"))?;
-            device.raise_spurious(vector).map_err(|e| e.to_string())?;
+            let vector =
+                MsixVector::from_index(vector).ok_or(ControlError::NoSuchVector(vector))?;
+            device
+                .raise_spurious(vector)
+                .map_err(|e| ControlError::Device(e.to_string()))?;
             Ok(json!({ "Raised": vector.index() }))
         }
         ControlRequest::End { slot_uid, crash } => {
-            let simulated = device.hypervisor_mut();
-            let ended = if crash {
-                simulated.crash(slot_uid)
-            } else {
-                simulated.exit(slot_uid)
-            };
-            if !ended {
-                return Err(format!("no enclave runs in slot {slot_uid}"));
+            if !device.hypervisor_mut().backend_mut().end(slot_uid, crash) {
+                return Err(ControlError::NoEnclave(slot_uid));
             }
             device
                 .process_hypervisor_events()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| ControlError::Device(e.to_string()))?;
             Ok(json!({ "SlotUID": slot_uid, "Ended": true, "Crashed": crash }))
         }
     }
 }
 
-fn slot_json(slot: &ne_device::Slot) -> Value {
+fn slot_json(slot: &ne_device::Slot, backend: &[(&'static str, String)]) -> Value {
     let state = match slot.state() {
         SlotState::Init => "INIT",
         SlotState::Starting { .. } => "STARTING",
         SlotState::Running { .. } => "RUNNING",
         SlotState::Stopped { .. } => "STOPPED",
     };
-    json!({
+    let mut value = json!({
         "SlotUID": slot.uid(),
         "State": state,
         "CID": slot.state().cid(),
@@ -212,16 +231,19 @@ fn slot_json(slot: &ne_device::Slot) -> Value {
         "MemoryBytes": slot.mem_size(),
         "Regions": slot.regions().iter().map(|r| [r.paddr, r.size]).collect::<Vec<_>>(),
         "VCPUs": slot.vcpus(),
-    })
+    });
+    if let Some(object) = value.as_object_mut() {
+        for (key, detail) in backend {
+            object.insert((*key).to_owned(), Value::String(detail.clone()));
+        }
+    }
+    value
 }
 
+/// How long a control call waits for its answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Sends `request` to the control socket at `path`.
-pub fn call(path: &Path, request: &ControlRequest) -> io::Result<ControlResponse> {
-    let stream = UnixStream::connect(path)?;
-    let mut line = serde_json::to_string(request).map_err(io::Error::other)?;
-    line.push('\n');
-    (&stream).write_all(line.as_bytes())?;
-    let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer)?;
-    serde_json::from_str(&answer).map_err(io::Error::other)
+pub fn call(path: &Path, request: &ControlRequest) -> Result<ControlResponse, CallError> {
+    ne_jsonl::call(path, request, CALL_TIMEOUT, &Limits::default())
 }

@@ -13,10 +13,11 @@
 //! socket. The client is untrusted: malformed, truncated or out-of-range messages get an
 //! error reply or a closed connection, never a crash.
 //!
-//! Commands complete inside the BAR write that rings the doorbell, except enclave starts
-//! when they take time (`--start-delay-ms`, later a real VM boot): then the device holds
-//! the reply, the socket loop goes on serving config and BAR messages, and a pump thread
-//! ([`starts`]) finishes the start off the loop and raises vector 0.
+//! The backend that runs enclaves is chosen once, when the server is built. Commands
+//! complete inside the BAR write that rings the doorbell, except enclave starts that take
+//! time (a delayed backend, a VM boot): then the device holds the reply, the socket loop
+//! goes on serving config and BAR messages, and the events pump finishes the start off
+//! the loop and raises vector 0.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -31,8 +32,6 @@
 pub mod backend;
 pub mod control;
 pub mod irq;
-pub mod ram;
-pub mod starts;
 
 use std::io;
 use std::mem::size_of;
@@ -49,7 +48,7 @@ use vfio_bindings::bindings::vfio::{
 };
 use vfio_user::{IrqInfo, Server, ServerRegion};
 
-pub use backend::{Backend, ServedDevice, Shared};
+pub use backend::{Backend, ServedBackend, ServedDevice, ServedHypervisor, Shared};
 
 /// The default parent CPU count: enough for any ordinary QEMU guest (`-smp` up to 256).
 pub const DEFAULT_PARENT_CPUS: u32 = 256;
@@ -69,9 +68,9 @@ pub enum Error {
         #[source]
         source: vfio_user::Error,
     },
-    /// The device could not be reset between clients.
-    #[error("Failed to reset the device")]
-    Reset(#[source] io::Error),
+    /// The device's backend or its events pump could not be started.
+    #[error("Failed to start the device's backend")]
+    Backend(#[source] io::Error),
 }
 
 /// The device configuration `nectl serve` uses by default: the usual limits, 256 parent
@@ -138,22 +137,23 @@ pub struct NeServer {
 }
 
 impl NeServer {
-    /// A server for `config` on `socket` (not yet listening).
+    /// A server for `config` on `socket` (not yet listening) whose enclaves are simulated.
     pub fn new(socket: &Path, config: DeviceConfig) -> Result<NeServer, Error> {
-        Self::with_start_delay(socket, config, None)
+        Self::with_backend(socket, config, |_| {
+            Ok(Box::new(ne_device::SimulatedHypervisor::new()))
+        })
     }
 
-    /// A server whose enclave starts take `start_delay`, completed off the socket loop.
-    pub fn with_start_delay(
+    /// A server for `config` on `socket` whose enclaves the backend `backend` makes runs
+    /// (it is given the notifier to signal when it has news). The backend is made once:
+    /// vfio resets and new clients keep it.
+    pub fn with_backend(
         socket: &Path,
         config: DeviceConfig,
-        start_delay: Option<std::time::Duration>,
+        backend: impl FnOnce(ne_hypervisor::Notifier) -> io::Result<ServedBackend>,
     ) -> Result<NeServer, Error> {
         config.validate()?;
-        let shared = Arc::new(Shared::new(config, start_delay).map_err(Error::Reset)?);
-        if let Some(delay) = start_delay {
-            starts::spawn(Arc::clone(&shared), delay).map_err(Error::Reset)?;
-        }
+        let shared = Shared::new(config, backend).map_err(Error::Backend)?;
         Ok(NeServer {
             socket: socket.to_owned(),
             shared,
@@ -167,7 +167,7 @@ impl NeServer {
     }
 
     /// Serves one client: listens, handles its messages until it disconnects, then resets
-    /// the device.
+    /// the device and forgets the client's memory.
     pub fn serve_one(&self) -> Result<(), Error> {
         let server =
             Server::new(&self.socket, true, irqs(), regions()).map_err(|source| Error::Listen {
@@ -181,7 +181,8 @@ impl NeServer {
             Err(e) => tracing::warn!("client connection ended: {e}"),
         }
         drop(server);
-        self.shared.reset().map_err(Error::Reset)
+        self.shared.disconnect();
+        Ok(())
     }
 
     /// Serves clients one after another, forever.

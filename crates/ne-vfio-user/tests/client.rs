@@ -54,7 +54,10 @@ fn command(client: &mut Client, reply: &EventFd, command: Command, payload: &[u8
 }
 
 /// Asks the control interface, returning its answer.
-fn call(control: &Path, request: &ControlRequest) -> Result<serde_json::Value, String> {
+fn call(
+    control: &Path,
+    request: &ControlRequest,
+) -> Result<serde_json::Value, ne_vfio_user::control::ControlError> {
     ne_vfio_user::control::call(control, request).unwrap()
 }
 
@@ -269,14 +272,41 @@ fn test_hostile_messages_get_errors_and_a_disconnect_resets_for_the_next_client(
     second.join().unwrap().unwrap();
 }
 
-#[test]
-fn test_slow_start_completes_off_the_socket_loop() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("ne.sock");
-    let delay = Duration::from_millis(1500);
-    let server = NeServer::with_start_delay(&socket, default_device_config(), Some(delay)).unwrap();
-    let serving = thread::spawn(move || server.serve_one());
-    let mut client = connect(&socket);
+/// A small valid EIF.
+fn sample_eif() -> Vec<u8> {
+    ne_eif::EifBuilder {
+        kernel: vec![0x5a; 4096],
+        cmdline: "console=ttyS0".to_owned(),
+        ramdisks: vec![vec![7; 4096]],
+        metadata: ne_eif::Metadata::new("sample", "1", "2026-12-01T00:00:00Z"),
+        flags: 0,
+    }
+    .build()
+    .unwrap()
+    .0
+}
+
+/// Guest RAM of `len` bytes whose first 64 MiB hold `image` at 8 MiB, as a parent that
+/// donates them in order would leave it.
+fn ram_with(len: u64, image: &[u8]) -> std::fs::File {
+    use std::os::unix::fs::FileExt;
+    let ram = tempfile::tempfile().unwrap();
+    ram.set_len(len).unwrap();
+    ram.write_all_at(image, 8 << 20).unwrap();
+    ram
+}
+
+/// A client with both vectors' eventfds, RAM mapped, the device enabled, and one slot set
+/// up with 64 MiB at 0 and vCPU 1, ready to start.
+struct ReadyClient {
+    client: Client,
+    reply: EventFd,
+    _event: EventFd,
+    _ram: std::fs::File,
+}
+
+fn ready_client(socket: &Path, image: &[u8]) -> ReadyClient {
+    let mut client = connect(socket);
     let reply = EventFd::new(EFD_NONBLOCK).unwrap();
     let event = EventFd::new(EFD_NONBLOCK).unwrap();
     client
@@ -288,52 +318,93 @@ fn test_slow_start_completes_off_the_socket_loop() {
             &[reply.as_raw_fd(), event.as_raw_fd()],
         )
         .unwrap();
-    let ram = tempfile::tempfile().unwrap();
+    let ram = ram_with(GIB, image);
     client.dma_map(0, 0, GIB, ram.as_raw_fd()).unwrap();
     client.region_write(BAR3, regs::ENABLE, &[1]).unwrap();
     assert_eq!(command(&mut client, &reply, Command::SlotAlloc, &[0]), 0);
+    let uid = u64::from(read_u32(&mut client, BAR3, regs::RECV_DATA + 8));
+    let add_mem = le(&[uid, 0, 64 << 20]);
     assert_eq!(
-        command(
-            &mut client,
-            &reply,
-            Command::SlotAddMem,
-            &le(&[1, 0, 64 << 20])
-        ),
+        command(&mut client, &reply, Command::SlotAddMem, &add_mem),
         0
     );
+    let add_vcpu = le(&[uid, 1]);
     assert_eq!(
-        command(&mut client, &reply, Command::SlotAddVcpu, &le(&[1, 1])),
+        command(&mut client, &reply, Command::SlotAddVcpu, &add_vcpu),
         0
     );
+    client
+        .region_write(BAR3, regs::SEND_DATA, &le(&[uid, 0, 0]))
+        .unwrap();
+    ReadyClient {
+        client,
+        reply,
+        _event: event,
+        _ram: ram,
+    }
+}
 
-    let rung = Instant::now();
-    client
-        .region_write(BAR3, regs::SEND_DATA, &le(&[1, 0, 0]))
-        .unwrap();
-    client
-        .region_write(
-            BAR3,
-            regs::COMMAND,
-            &Command::EnclaveStart.number().to_le_bytes(),
-        )
-        .unwrap();
-    // While the enclave boots, config space and registers answer at once.
+fn ring_start(client: &mut Client) {
+    let start = Command::EnclaveStart.number().to_le_bytes();
+    client.region_write(BAR3, regs::COMMAND, &start).unwrap();
+}
+
+/// A server whose starts take `delay` on a clock the test moves; returns the clock and
+/// the notifier that wakes the server's events pump.
+fn delayed_server(
+    socket: &Path,
+    delay: Duration,
+) -> (
+    NeServer,
+    ne_hypervisor::ManualClock,
+    ne_hypervisor::Notifier,
+) {
+    let clock = ne_hypervisor::ManualClock::default();
+    let backend_clock = clock.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = NeServer::with_backend(socket, default_device_config(), move |notifier| {
+        tx.send(notifier).unwrap();
+        Ok(Box::new(ne_hypervisor::Delayed::new(
+            ne_device::SimulatedHypervisor::new(),
+            backend_clock,
+            delay,
+        )))
+    })
+    .unwrap();
+    (server, clock, rx.recv().unwrap())
+}
+
+/// Waits for vector 0, failing after a generous deadline.
+fn wait_reply(reply: &EventFd) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reply.read().is_err() {
+        assert!(Instant::now() < deadline, "no vector 0");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn test_slow_start_answers_config_and_registers_while_pending_and_replies_when_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ne.sock");
+    let delay = Duration::from_secs(30);
+    let (server, clock, notifier) = delayed_server(&socket, delay);
+    let serving = thread::spawn(move || server.serve_one());
+    let ReadyClient {
+        mut client, reply, ..
+    } = ready_client(&socket, &sample_eif());
+
+    ring_start(&mut client);
     assert_eq!(read_u32(&mut client, CONFIG, 0), 0xe4c1_1d0f);
     let mut enable = [0];
     client.region_read(BAR3, regs::ENABLE, &mut enable).unwrap();
-    assert_eq!(enable, [1]);
-    assert!(
-        rung.elapsed() < delay / 2,
-        "a pending start stalled the socket loop"
-    );
-    assert!(reply.read().is_err(), "no reply before the start finishes");
+    assert_eq!(enable, [1], "registers answer while the start is pending");
+    notifier.notify();
+    reply.read().expect_err("no reply before the start is due");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reply.read().is_err() {
-        assert!(Instant::now() < deadline, "the start never finished");
-        thread::sleep(Duration::from_millis(5));
-    }
-    assert!(rung.elapsed() >= delay);
+    clock.advance(delay);
+    notifier.notify();
+    wait_reply(&reply);
     assert_eq!(
         read_u32(&mut client, BAR3, regs::RECV_DATA),
         0,
@@ -343,6 +414,88 @@ fn test_slow_start_completes_off_the_socket_loop() {
         read_u32(&mut client, BAR3, regs::RECV_DATA + 16) >= 4,
         "a CID came back"
     );
+    drop(client);
+    serving.join().unwrap().unwrap();
+}
+
+#[test]
+fn test_a_reconnected_client_still_gets_delayed_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ne.sock");
+    let delay = Duration::from_secs(30);
+    let (server, clock, notifier) = delayed_server(&socket, delay);
+    let server = std::sync::Arc::new(server);
+    let first = {
+        let server = std::sync::Arc::clone(&server);
+        thread::spawn(move || server.serve_one())
+    };
+    drop(ready_client(&socket, &sample_eif()));
+    first.join().unwrap().unwrap();
+
+    let second = {
+        let server = std::sync::Arc::clone(&server);
+        thread::spawn(move || server.serve_one())
+    };
+    let ReadyClient {
+        mut client, reply, ..
+    } = ready_client(&socket, &sample_eif());
+    ring_start(&mut client);
+    notifier.notify();
+    assert!(
+        server.shared().device().is_busy(),
+        "the start after a reconnect is still in progress"
+    );
+    reply.read().unwrap_err();
+    clock.advance(delay);
+    notifier.notify();
+    wait_reply(&reply);
+    assert_eq!(read_u32(&mut client, BAR3, regs::RECV_DATA), 0);
+    drop(client);
+    second.join().unwrap().unwrap();
+}
+
+#[test]
+fn test_start_on_garbage_at_8_mib_is_refused_with_enoexec() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ne.sock");
+    let server = NeServer::new(&socket, default_device_config()).unwrap();
+    let shared = server.shared();
+    let serving = thread::spawn(move || server.serve_one());
+    let garbage: Vec<u8> = (0..12 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let ReadyClient {
+        mut client, reply, ..
+    } = ready_client(&socket, &garbage);
+    ring_start(&mut client);
+    wait_reply(&reply);
+    assert_eq!(
+        read_u32(&mut client, BAR3, regs::RECV_DATA).cast_signed(),
+        -8
+    );
+    let reason = shared.log().last_rejection().unwrap().error.to_string();
+    assert!(reason.contains("invalid enclave image"), "{reason}");
+    drop(client);
+    serving.join().unwrap().unwrap();
+}
+
+#[test]
+fn test_start_of_a_valid_image_in_the_dma_mapped_ram_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ne.sock");
+    let server = NeServer::new(&socket, default_device_config()).unwrap();
+    let shared = server.shared();
+    let serving = thread::spawn(move || server.serve_one());
+    let image = sample_eif();
+    let ReadyClient {
+        mut client, reply, ..
+    } = ready_client(&socket, &image);
+    ring_start(&mut client);
+    wait_reply(&reply);
+    assert_eq!(read_u32(&mut client, BAR3, regs::RECV_DATA), 0);
+    let expected = ne_eif::Eif::parse(&image).unwrap().measurements();
+    let device = shared.device();
+    let loaded = device.hypervisor().image(1).expect("the image was loaded");
+    assert_eq!(loaded.measurements, expected);
+    drop(device);
     drop(client);
     serving.join().unwrap().unwrap();
 }

@@ -2,7 +2,6 @@
 //! Talking to the emulated parent, starting it in the background when none runs.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::error::{CliError, Code, Result};
-use crate::parent::protocol::{Request, Response};
+use crate::parent::protocol::{self, Request, Response};
 use crate::paths::log_path;
 
 /// How long to wait for the parent another `nectl` started, when ours lost the race.
@@ -21,37 +20,28 @@ const LOSER_GRACE: Duration = Duration::from_secs(5);
 /// How long a newly started parent has to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a request may take to be answered: a launch waits for the enclave to boot.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Sends `request` to the parent on `socket`; returns what it answered. If none answers
 /// and `start` is `Some`, starts one first (on the kernel device it names, if any).
 pub fn call(socket: &Path, request: &Request, start: Option<Option<&Path>>) -> Result<Value> {
-    let stream = match UnixStream::connect(socket) {
-        Ok(stream) => stream,
-        Err(_) if start.is_some() => {
+    let limits = protocol::limits();
+    let answer = match ne_jsonl::call(socket, request, ANSWER_TIMEOUT, &limits) {
+        Err(ne_jsonl::CallError::Connect { .. }) if start.is_some() => {
             spawn_parent(socket, start.flatten())?;
-            UnixStream::connect(socket).map_err(|e| unreachable(socket, &e.to_string()))?
+            ne_jsonl::call(socket, request, ANSWER_TIMEOUT, &limits)
         }
-        Err(e) => {
-            return Err(unreachable(socket, &e.to_string())
-                .hint("no emulated parent runs; `nectl run-enclave` starts one"))
-        }
+        other => other,
     };
-    let mut line = serde_json::to_string(request)
-        .map_err(|e| CliError::new(Code::InvalidArgument, e.to_string()))?;
-    line.push('\n');
-    (&stream)
-        .write_all(line.as_bytes())
-        .map_err(|e| unreachable(socket, &e.to_string()))?;
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(|e| unreachable(socket, &e.to_string()))?;
-    match serde_json::from_str(&answer) {
+    match answer {
         Ok(Response::Ok(value)) => Ok(value),
         Ok(Response::Err(error)) => Err(error),
-        Err(e) => Err(unreachable(
-            socket,
-            &format!("unreadable answer ({e}): {answer:?}"),
-        )),
+        Err(e @ ne_jsonl::CallError::Connect { .. }) => {
+            Err(unreachable(socket, &ne_hypervisor::error_chain(&e))
+                .hint("no parent runs there; `nectl run-enclave` starts one"))
+        }
+        Err(e) => Err(unreachable(socket, &ne_hypervisor::error_chain(&e))),
     }
 }
 

@@ -2,6 +2,5 @@
 //! The emulated parent as a background process, and how `nectl` reaches it.
 
 pub mod client;
-pub mod host;
 pub mod protocol;
 pub mod server;

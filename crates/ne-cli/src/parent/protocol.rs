@@ -17,6 +17,12 @@ pub enum Cpus {
     Ids(Vec<u32>),
 }
 
+/// The bounds of the parent socket: request lines up to 64 KiB, a request read within
+/// 5 s, at most 32 requests at once.
+pub fn limits() -> ne_jsonl::Limits {
+    ne_jsonl::Limits::default()
+}
+
 /// Which enclaves to terminate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Target {
@@ -26,6 +32,17 @@ pub enum Target {
     Name(String),
     /// Every one.
     All,
+}
+
+impl Target {
+    /// The target in words: `with ID "…"`, `named "…"`, `at all`.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Id(id) => format!("has the ID {id:?}"),
+            Target::Name(name) => format!("is named {name:?}"),
+            Target::All => "runs".to_owned(),
+        }
+    }
 }
 
 /// A request to the parent.

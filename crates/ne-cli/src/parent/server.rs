@@ -1,50 +1,37 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The parent process: one enclave host (an emulated [`Parent`], or the kernel's driver)
-//! and the enclaves launched
-//! on it, served over a Unix socket so that enclaves outlive the `nectl` that ran them, as
-//! nitro-cli's enclave processes do.
+//! The parent process: one [`ParentInstance`] (the emulated [`Parent`], or the kernel's
+//! driver) and the enclaves launched on it, served over a Unix socket so that enclaves
+//! outlive the `nectl` that ran them, as nitro-cli's enclave processes do.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::collections::BTreeSet;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread;
+use std::time::Duration;
 
-use ne_parent::{CpuRequest, LaunchError, LaunchRequest, LaunchStep, Parent, ParentConfig};
+use ne_abi::errno::{ENOEXEC, ENOSPC};
+use ne_abi::NeError;
+use ne_driver::EnclaveFd;
+use ne_jsonl::Outcome;
+use ne_parent::{
+    launch, CpuRequest, KernelParent, LaunchError, LaunchRequest, LaunchStep, Launched, Parent,
+    ParentConfig, ParentInstance, ParentStatus,
+};
 use serde_json::{json, Value};
 
 use crate::error::{CliError, Code, Result};
+use crate::files::{read_eif, MAX_EIF_BYTES};
 use crate::json::{EnclaveJson, MeasurementsJson, TerminatedJson};
-use crate::parent::host::{Host, Running};
-use crate::parent::protocol::{Cpus, Request, Response, Target};
+use crate::parent::protocol::{self, Cpus, Request, Response, Target};
 
 /// The instance ID nitro-cli falls back to when the parent has no asset tag.
 pub const DEFAULT_INSTANCE_ID: &str = "i-0000000000000000";
 /// The environment variable that sets the instance ID used in enclave IDs.
 pub const INSTANCE_ID_ENV: &str = "NECTL_INSTANCE_ID";
 /// How long `End` waits for the driver to see the enclave's event.
-const EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-/// The longest request line accepted.
-const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+const EVENT_WAIT: Duration = Duration::from_secs(5);
+const MIB: u64 = 1 << 20;
 
-/// One enclave the parent holds.
-struct Entry {
-    name: String,
-    id: String,
-    running: Running,
-    measurements: Option<MeasurementsJson>,
-}
-
-/// The server's state.
-struct Server {
-    host: Host,
-    enclaves: Mutex<Vec<Entry>>,
-    instance_id: String,
-    socket: PathBuf,
-}
-
-/// Runs the emulated parent on `socket` until a `Stop` request. Fails if another parent
-/// already answers there.
 /// What the parent process runs enclaves on.
 #[derive(Clone, Debug)]
 pub enum HostSpec {
@@ -54,40 +41,96 @@ pub enum HostSpec {
     Kernel(PathBuf),
 }
 
+/// One enclave the parent holds.
+struct Entry<P: ParentInstance> {
+    name: String,
+    id: String,
+    launched: Launched<P>,
+}
+
+/// The server's state.
+struct Server<P: ParentInstance> {
+    parent: P,
+    enclaves: Mutex<Vec<Entry<P>>>,
+    /// Names taken by running enclaves and by launches in progress.
+    names: Mutex<BTreeSet<String>>,
+    instance_id: String,
+    socket: PathBuf,
+}
+
 /// Runs the parent process on `socket` until a `Stop` request. Fails if another parent
 /// already answers there.
 pub fn serve(socket: &Path, spec: HostSpec) -> Result<()> {
     let (listener, _lock) = bind(socket)?;
-    let host = match spec {
-        HostSpec::Emulated(config) => Parent::new(config)
-            .map(|p| Host::Emulated(Box::new(p)))
-            .map_err(|e| {
+    match spec {
+        HostSpec::Emulated(config) => {
+            let parent = Parent::new(config).map_err(|e| {
                 CliError::new(
                     Code::ParentConnection,
-                    format!("cannot build the emulated parent: {e}"),
+                    format!("cannot build the emulated parent: {}", chain(&e)),
                 )
-            })?,
-        HostSpec::Kernel(path) => Host::kernel(&path).map_err(|e| {
-            CliError::new(
-                Code::ParentConnection,
-                format!("cannot open {}: {e}", path.display()),
-            )
-            .hint("is the nitro_enclaves module loaded, and are you allowed to open the device?")
-        })?,
-    };
+            })?;
+            run(listener, socket, parent)
+        }
+        HostSpec::Kernel(path) => {
+            let parent = KernelParent::open(&path).map_err(|e| {
+                CliError::new(
+                    Code::ParentConnection,
+                    format!("cannot open {}: {e}", path.display()),
+                )
+                .hint(
+                    "is the nitro_enclaves module loaded, and are you allowed to open the device?",
+                )
+            })?;
+            run(listener, socket, parent)
+        }
+    }
+}
+
+fn run<P: ParentInstance + 'static>(
+    listener: UnixListener,
+    socket: &Path,
+    parent: P,
+) -> Result<()> {
     let server = Arc::new(Server {
-        host,
+        parent,
         enclaves: Mutex::new(Vec::new()),
+        names: Mutex::new(BTreeSet::new()),
         instance_id: std::env::var(INSTANCE_ID_ENV)
             .unwrap_or_else(|_| DEFAULT_INSTANCE_ID.to_owned()),
         socket: socket.to_owned(),
     });
-    tracing::info!(socket = %socket.display(), pid = std::process::id(), "emulated parent listening");
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let server = Arc::clone(&server);
-        thread::spawn(move || server.handle(stream));
-    }
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), "parent listening");
+    let serving = Arc::clone(&server);
+    ne_jsonl::Server::new(listener, protocol::limits()).run(
+        move |request: std::result::Result<Request, String>| {
+            let stop = matches!(request, Ok(Request::Stop));
+            let response = match request
+                .map_err(|why| CliError::new(Code::InvalidArgument, why))
+                .and_then(|request| serving.dispatch(request))
+            {
+                Ok(value) => Response::Ok(value),
+                Err(error) => Response::Err(error),
+            };
+            (
+                response,
+                if stop {
+                    Outcome::Stop
+                } else {
+                    Outcome::Continue
+                },
+            )
+        },
+        Response::Err(
+            CliError::new(
+                Code::ParentConnection,
+                "the parent is busy with other requests",
+            )
+            .hint("try again in a moment"),
+        ),
+    );
+    let _ = std::fs::remove_file(&server.socket);
+    tracing::info!("parent stopped");
     Ok(())
 }
 
@@ -129,38 +172,12 @@ fn bind(socket: &Path) -> Result<(UnixListener, std::fs::File)> {
     Ok((listener, lock))
 }
 
-impl Server {
-    fn handle(&self, stream: UnixStream) {
-        let mut line = String::new();
-        let read = BufReader::new((&stream).take(MAX_REQUEST_BYTES)).read_line(&mut line);
-        let request: Result<Request> = read
-            .map_err(|e| {
-                CliError::new(
-                    Code::InvalidArgument,
-                    format!("cannot read the request: {e}"),
-                )
-            })
-            .and_then(|_| {
-                serde_json::from_str(&line).map_err(|e| {
-                    CliError::new(Code::InvalidArgument, format!("malformed request: {e}"))
-                })
-            });
-        let stop = matches!(request, Ok(Request::Stop));
-        let response = match request.and_then(|request| self.dispatch(request)) {
-            Ok(value) => Response::Ok(value),
-            Err(error) => Response::Err(error),
-        };
-        let mut out = serde_json::to_string(&response).unwrap_or_default();
-        out.push('\n');
-        let _ = (&stream).write_all(out.as_bytes());
-        drop(stream);
-        if stop {
-            let _ = std::fs::remove_file(&self.socket);
-            tracing::info!("emulated parent stopped");
-            std::process::exit(0);
-        }
-    }
+/// `error` and its causes on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    ne_hypervisor::error_chain(error)
+}
 
+impl<P: ParentInstance> Server<P> {
     fn dispatch(&self, request: Request) -> Result<Value> {
         self.reap();
         match request {
@@ -183,19 +200,29 @@ impl Server {
         }
     }
 
-    fn entries(&self) -> MutexGuard<'_, Vec<Entry>> {
+    fn entries(&self) -> MutexGuard<'_, Vec<Entry<P>>> {
         self.enclaves.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn names(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.names.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Releases enclaves that stopped on their own, as nitro-cli's enclave process exits
     /// when its poll reports POLLHUP.
     fn reap(&self) {
-        let mut entries = self.entries();
-        let (stopped, running): (Vec<Entry>, Vec<Entry>) =
-            entries.drain(..).partition(|e| !e.running.is_running());
-        *entries = running;
+        let stopped: Vec<Entry<P>> = {
+            let mut entries = self.entries();
+            let (stopped, running) = entries.drain(..).partition(|e| !is_running(&e.launched));
+            *entries = running;
+            stopped
+        };
         for entry in stopped {
             tracing::warn!(enclave = %entry.id, name = %entry.name, "enclave stopped on its own; releasing it");
+            self.names().remove(&entry.name);
+            if let Err(e) = entry.launched.release() {
+                tracing::error!(enclave = %entry.id, "release failed: {e}");
+            }
         }
     }
 
@@ -208,13 +235,11 @@ impl Server {
         debug: bool,
         name: Option<String>,
     ) -> Result<Value> {
-        let eif = std::fs::read(eif_path).map_err(|e| {
-            CliError::new(
-                Code::FileOperation,
-                format!("cannot read {}: {e}", eif_path.display()),
-            )
-        })?;
-        let name = self.pick_name(name, eif_path)?;
+        // The image must fit a quarter of the memory asked for (nitro-cli's rule): read
+        // no more than that could hold.
+        let max = memory_mib.saturating_mul(MIB).min(MAX_EIF_BYTES);
+        let eif = read_eif(eif_path, max.max(1))?;
+        let name = self.reserve_name(name, eif_path)?;
         let request = LaunchRequest {
             eif,
             memory_mib,
@@ -225,42 +250,46 @@ impl Server {
             cid,
             debug,
         };
-        let (running, measurements) = self
-            .host
-            .launch(&request)
-            .map_err(|e| self.launch_error(e))?;
-        let uid = running.slot_uid();
-        let entry = Entry {
-            id: format!("{}-enc{uid:x}", self.instance_id),
-            name,
-            measurements,
-            running,
+        let launched = match launch(&self.parent, &request) {
+            Ok(launched) => launched,
+            Err(error) => {
+                self.names().remove(&name);
+                return Err(self.launch_error(&error));
+            }
         };
-        tracing::info!(enclave = %entry.id, name = %entry.name, cid = entry.running.cid(), "enclave running");
-        let mut out = self.describe_entry(&entry);
+        let entry = Entry {
+            id: format!("{}-enc{:x}", self.instance_id, launched.enclave.slot_uid()),
+            name,
+            launched,
+        };
+        tracing::info!(enclave = %entry.id, name = %entry.name, cid = entry.launched.cid, "enclave running");
+        let mut out = describe_entry(&entry);
         out.state = None;
         out.flags = None;
         self.entries().push(entry);
         Ok(json!(out))
     }
 
-    fn pick_name(&self, name: Option<String>, eif_path: &Path) -> Result<String> {
-        let taken = |candidate: &str| self.entries().iter().any(|e| e.name == candidate);
+    /// Takes a name for a new enclave under one lock, so two launches never get the same:
+    /// the one asked for (refused if taken), else the EIF's stem made unique.
+    fn reserve_name(&self, name: Option<String>, eif_path: &Path) -> Result<String> {
+        let mut names = self.names();
         if let Some(name) = name {
-            if taken(&name) {
+            if names.contains(&name) {
                 return Err(CliError::new(
                     Code::EnclaveNaming,
                     format!("an enclave named {name:?} already runs"),
                 )
                 .hint("choose another --enclave-name, or terminate that enclave"));
             }
+            names.insert(name.clone());
             return Ok(name);
         }
         let stem = eif_path.file_stem().map_or_else(
             || "enclave".to_owned(),
             |s| s.to_string_lossy().into_owned(),
         );
-        Ok((0..)
+        let chosen = (0..)
             .map(|n| {
                 if n == 0 {
                     stem.clone()
@@ -268,71 +297,40 @@ impl Server {
                     format!("{stem}_{n}")
                 }
             })
-            .find(|candidate| !taken(candidate))
-            .unwrap_or(stem))
-    }
-
-    fn describe_entry(&self, entry: &Entry) -> EnclaveJson {
-        let running = &entry.running;
-        let state = if running.is_running() {
-            "RUNNING"
-        } else {
-            "TERMINATING"
-        };
-        EnclaveJson {
-            name: entry.name.clone(),
-            id: entry.id.clone(),
-            process_id: std::process::id(),
-            cid: running.cid(),
-            cpu_count: running.cpu_ids().len(),
-            cpu_ids: running.cpu_ids().to_vec(),
-            memory_mib: running.memory_mib(),
-            state: Some(state.to_owned()),
-            flags: Some(
-                if running.debug() {
-                    "DEBUG_MODE"
-                } else {
-                    "NONE"
-                }
-                .to_owned(),
-            ),
-            measurements: entry.measurements.clone(),
-        }
+            .find(|candidate| !names.contains(candidate))
+            .unwrap_or(stem);
+        names.insert(chosen.clone());
+        Ok(chosen)
     }
 
     fn describe(&self) -> Vec<EnclaveJson> {
-        self.entries()
-            .iter()
-            .map(|e| self.describe_entry(e))
-            .collect()
+        self.entries().iter().map(describe_entry).collect()
     }
 
     fn terminate(&self, target: &Target) -> Result<Value> {
-        let chosen: Vec<Entry> = {
+        let chosen: Vec<Entry<P>> = {
             let mut entries = self.entries();
-            let matches = |e: &Entry| match target {
+            let matches = |e: &Entry<P>| match target {
                 Target::Id(id) => &e.id == id,
                 Target::Name(name) => &e.name == name,
                 Target::All => true,
             };
-            let (chosen, rest): (Vec<Entry>, Vec<Entry>) = entries.drain(..).partition(matches);
+            let (chosen, rest) = entries.drain(..).partition(matches);
             *entries = rest;
             chosen
         };
         if chosen.is_empty() && *target != Target::All {
             return Err(CliError::new(
                 Code::NoSuchEnclave,
-                format!("no enclave matches {target:?}"),
+                format!("no enclave {}", target.describe()),
             )
             .hint("`nectl describe-enclaves` lists the enclaves and their IDs"));
         }
         let results: Vec<TerminatedJson> = chosen
             .into_iter()
-            .map(|entry| {
-                let Entry {
-                    name, id, running, ..
-                } = entry;
-                let terminated = match running.release() {
+            .map(|Entry { name, id, launched }| {
+                self.names().remove(&name);
+                let terminated = match launched.release() {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(enclave = %id, "release failed: {e}");
@@ -366,36 +364,55 @@ impl Server {
                 )
             })?;
         let ended = self
-            .host
-            .end(&entry.running, crash)
-            .map_err(|why| CliError::new(Code::InvalidArgument, why))?;
+            .parent
+            .end_enclave(entry.launched.enclave.slot_uid(), crash)
+            .map_err(|why| CliError::new(Code::InvalidArgument, why.to_string()))?;
         // Answer once the driver has seen the event (POLLHUP), so the next command finds
         // the enclave gone.
-        let seen = ended && entry.running.wait_stopped(EVENT_WAIT);
+        let seen = ended
+            && entry
+                .launched
+                .enclave
+                .wait_event(EVENT_WAIT)
+                .unwrap_or(false);
         Ok(json!({ "EnclaveID": entry.id, "Ended": ended, "Crashed": crash, "EventSeen": seen }))
     }
 
     fn status(&self) -> Value {
-        let mut status = json!({
+        let ParentStatus {
+            backend,
+            cpus,
+            cpu_pool,
+            memory_mib,
+            hugepages_total_mib,
+            hugepages_free_mib,
+            max_enclaves,
+        } = self.parent.status();
+        json!({
             "ProcessID": std::process::id(),
             "Socket": self.socket,
             "InstanceID": self.instance_id,
             "Enclaves": self.entries().len(),
-        });
-        if let (Some(out), Value::Object(host)) = (status.as_object_mut(), self.host.status()) {
-            out.extend(host);
-        }
-        status
+            "Backend": backend,
+            "CPUs": cpus,
+            "CpuPool": cpu_pool,
+            "MemoryMiB": memory_mib,
+            "HugepagesTotalMiB": hugepages_total_mib,
+            "HugepagesFreeMiB": hugepages_free_mib,
+            "MaxEnclaves": max_enclaves,
+        })
     }
 
     /// Turns a launch failure into the code nitro-cli would give, with a hint.
-    fn launch_error(&self, error: LaunchError) -> CliError {
-        use ne_abi::NeError;
-        let ne = error.driver.as_ref().and_then(ne_driver::Error::ne_error);
-        let errno = error.driver.as_ref().map(ne_driver::Error::errno);
-        let message = error.message.clone();
-        match (error.step, ne, errno) {
+    fn launch_error(&self, error: &LaunchError) -> CliError {
+        let message = chain(error);
+        let driver = error.driver_error();
+        let ne = driver.and_then(ne_driver::Error::ne_error);
+        let errno = driver.map(ne_driver::Error::errno);
+        match (error.step(), ne, errno) {
             (LaunchStep::Request, _, _) => CliError::new(Code::InvalidArgument, message),
+            (LaunchStep::Image, _, _) => CliError::new(Code::EifParsing, message)
+                .hint("check the image with `nectl describe-eif`"),
             (LaunchStep::MemoryRequested, _, _) => {
                 CliError::new(Code::InsufficientMemoryRequested, message)
                     .hint("ask for more with --memory")
@@ -404,15 +421,15 @@ impl Server {
                 CliError::new(Code::InsufficientMemoryAvailable, message)
                     .hint("ask for less memory, or terminate an enclave to free its hugepages")
             }
-            (LaunchStep::CreateVm, Some(NeError::NoCpusAvailInPool), _)
-            | (LaunchStep::AddVcpu, Some(NeError::NoCpusAvailInPool), _) => {
+            (LaunchStep::CreateVm | LaunchStep::AddVcpu, Some(NeError::NoCpusAvailInPool), _) => {
                 CliError::new(Code::InsufficientCpus, message)
                     .hint("ask for fewer CPUs, or terminate an enclave to free its cores")
             }
-            (LaunchStep::CreateVm, _, Some(28)) => {
+            (LaunchStep::CreateVm, _, Some(ENOSPC)) => {
                 let most = self
-                    .host
-                    .max_enclaves()
+                    .parent
+                    .status()
+                    .max_enclaves
                     .map_or_else(|| "a few".to_owned(), |n| n.to_string());
                 CliError::new(Code::CreateVm, message).hint(format!(
                     "at most {most} enclaves run at once; terminate one first"
@@ -426,15 +443,40 @@ impl Server {
                     .hint("pick free CPUs of the pool; `nectl parent status` shows it")
             }
             (LaunchStep::AddVcpu, _, _) => CliError::new(Code::AddVcpu, message),
-            (LaunchStep::Start, _, Some(ne_parent::ENOEXEC)) => {
-                let reason = self
-                    .host
-                    .refusal_reason()
-                    .unwrap_or_else(|| "the image is not valid".to_owned());
-                CliError::new(Code::EnclaveBoot, format!("the hypervisor refused the image: {reason}"))
-                    .hint("rebuild the image with `nectl build-eif` and check it with `nectl describe-eif`")
-            }
+            (LaunchStep::Start, _, Some(ENOEXEC)) => CliError::new(
+                Code::EnclaveBoot,
+                format!("the hypervisor refused the image in enclave memory: {message}"),
+            )
+            .hint(format!(
+                "the parent's log ({}) says why",
+                crate::paths::log_path(&self.socket).display()
+            )),
             (LaunchStep::Start, _, _) => CliError::new(Code::StartEnclave, message),
         }
+    }
+}
+
+fn is_running<P: ParentInstance>(launched: &Launched<P>) -> bool {
+    !launched.enclave.wait_event(Duration::ZERO).unwrap_or(false)
+}
+
+fn describe_entry<P: ParentInstance>(entry: &Entry<P>) -> EnclaveJson {
+    let launched = &entry.launched;
+    let state = if is_running(launched) {
+        "RUNNING"
+    } else {
+        "TERMINATING"
+    };
+    EnclaveJson {
+        name: entry.name.clone(),
+        id: entry.id.clone(),
+        process_id: std::process::id(),
+        cid: launched.cid,
+        cpu_count: launched.cpu_ids.len(),
+        cpu_ids: launched.cpu_ids.clone(),
+        memory_mib: launched.memory_mib,
+        state: Some(state.to_owned()),
+        flags: Some(if launched.debug { "DEBUG_MODE" } else { "NONE" }.to_owned()),
+        measurements: Some(MeasurementsJson::from(&launched.measurements)),
     }
 }

@@ -8,7 +8,11 @@ use ne_abi::{
     SlotInfoReq,
 };
 use ne_device::test_utils::{probe, request};
-use ne_device::{DeviceConfig, Hypervisor, NePciDevice, RecordingInterrupts, SimulatedHypervisor};
+use std::sync::Arc;
+
+use ne_device::{
+    DeviceConfig, DeviceLog, Hypervisor, NePciDevice, RecordingInterrupts, SimulatedHypervisor,
+};
 use zerocopy::little_endian::{U32, U64};
 
 /// 2 MiB: the region granule.
@@ -16,7 +20,8 @@ pub const MIB2: u64 = 2 << 20;
 /// 64 MiB: the least memory an enclave starts with.
 pub const MIB64: u64 = 64 << 20;
 
-pub type TestDevice<H = SimulatedHypervisor> = NePciDevice<RecordingInterrupts, H>;
+/// The device under test: interrupts recorded, events kept in a [`DeviceLog`].
+pub type TestDevice<H = SimulatedHypervisor> = NePciDevice<RecordingInterrupts, H, Arc<DeviceLog>>;
 
 /// A device with `config`, probed as Linux does, with an empty interrupt record.
 pub fn probed_with<H: Hypervisor>(
@@ -24,7 +29,9 @@ pub fn probed_with<H: Hypervisor>(
     hypervisor: H,
 ) -> (TestDevice<H>, RecordingInterrupts) {
     let irq = RecordingInterrupts::new();
-    let mut device = NePciDevice::with_hypervisor(config, irq.clone(), hypervisor).unwrap();
+    let mut device =
+        NePciDevice::with_events(config, irq.clone(), hypervisor, Arc::new(DeviceLog::new()))
+            .unwrap();
     probe(&mut device);
     (device, irq)
 }

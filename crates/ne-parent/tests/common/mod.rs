@@ -30,7 +30,7 @@ pub fn parent() -> Parent {
 
 /// How many commands the device has seen.
 pub fn doorbells(parent: &Parent) -> u64 {
-    parent.device().stats().doorbells
+    parent.log().stats().doorbells
 }
 
 /// A small valid image.

@@ -10,11 +10,15 @@ use std::time::Instant;
 
 use ne_abi::uapi::{EIF_IMAGE, EIF_LOAD_OFFSET, MIN_MEM_REGION_SIZE};
 use ne_abi::{NeError, NeUserMemoryRegion};
-use ne_driver::sys::{HugepageMemory, KernelDevice, KernelEnclave};
+use ne_driver::sys::{AnonMapping, KernelDevice, KernelEnclave};
+use ne_driver::{EnclaveDevice, EnclaveFd};
+use ne_parent::conformance::{self, Verdict};
+use ne_parent::KernelParent;
 
 const DEVICE: &str = "/dev/nitro_enclaves";
 const PAGE: usize = 2 << 20;
-/// Pool CPUs: the guest has 6 CPUs of one thread each; CPU 0 stays with the parent.
+/// Pool CPUs: the guest has 7 CPUs of one thread each; CPU 0 stays with the parent, and
+/// CPU 6 stays out of the pool so the conformance list can name a CPU outside it.
 const POOL: &str = "1-5";
 
 type Step = Result<String, String>;
@@ -27,18 +31,16 @@ fn report(name: &str, result: Step) -> bool {
     result.is_ok()
 }
 
-fn errno(result: std::io::Result<impl std::fmt::Debug>) -> Result<i32, String> {
+fn errno(result: ne_driver::Result<impl std::fmt::Debug>) -> Result<i32, String> {
     match result {
         Ok(value) => Err(format!("succeeded ({value:?}) where it should fail")),
-        Err(e) => e
-            .raw_os_error()
-            .ok_or_else(|| format!("failed without an errno: {e}")),
+        Err(e) => Ok(e.errno()),
     }
 }
 
 fn expect_errno(
     what: &str,
-    result: std::io::Result<impl std::fmt::Debug>,
+    result: ne_driver::Result<impl std::fmt::Debug>,
     expected: i32,
 ) -> Result<(), String> {
     let got = errno(result).map_err(|e| format!("{what}: {e}"))?;
@@ -74,11 +76,34 @@ fn setup() -> Step {
     Ok(format!("ne_cpus={POOL}, nr_hugepages={}", got.trim()))
 }
 
-/// Donates `pages` hugepages to `enclave`, one `NE_SET_USER_MEMORY_REGION` each.
-fn donate(enclave: &KernelEnclave, pages: usize) -> Result<Vec<HugepageMemory>, String> {
+/// A small valid EIF: what the device's hypervisor checks before it starts an enclave.
+fn sample_eif() -> Vec<u8> {
+    ne_eif::EifBuilder {
+        kernel: vec![0x5a; 64 * 1024],
+        cmdline: "console=ttyS0".to_owned(),
+        ramdisks: vec![vec![7; 64 * 1024]],
+        metadata: ne_eif::Metadata::new("e2e", "1", "2026-12-01T00:00:00Z"),
+        flags: 0,
+    }
+    .build()
+    .map(|(eif, _)| eif)
+    .unwrap_or_default()
+}
+
+/// Donates `pages` hugepages to `enclave`, one `NE_SET_USER_MEMORY_REGION` each, with a
+/// sample EIF at 8 MiB of them (as nitro-cli places it), so the enclave can start.
+fn donate(enclave: &KernelEnclave, pages: usize) -> Result<Vec<AnonMapping>, String> {
+    let eif = sample_eif();
+    let first = usize::try_from(EIF_LOAD_OFFSET).unwrap_or(usize::MAX) / PAGE;
     let mut memory = Vec::with_capacity(pages);
-    for _ in 0..pages {
-        let page = HugepageMemory::new(PAGE).map_err(|e| format!("mmap hugepage: {e}"))?;
+    for index in 0..pages {
+        let mut page = AnonMapping::hugepages(PAGE).map_err(|e| format!("mmap hugepage: {e}"))?;
+        if let Some(chunk) = index
+            .checked_sub(first)
+            .and_then(|n| eif.chunks(PAGE).nth(n))
+        {
+            page.as_mut_slice()[..chunk.len()].copy_from_slice(chunk);
+        }
         let region = NeUserMemoryRegion {
             flags: 0,
             memory_size: MIN_MEM_REGION_SIZE,
@@ -97,7 +122,7 @@ fn build(
     device: &KernelDevice,
     pages: usize,
     vcpus: usize,
-) -> Result<(KernelEnclave, Vec<HugepageMemory>), String> {
+) -> Result<(KernelEnclave, Vec<AnonMapping>), String> {
     let enclave = device
         .create_vm()
         .map_err(|e| format!("NE_CREATE_VM: {e}"))?;
@@ -198,7 +223,7 @@ fn device_errors(device: &KernelDevice) -> Step {
         .create_vm()
         .map_err(|e| format!("NE_CREATE_VM: {e}"))?;
     arm_fault("SLOT_ADD_MEM", -EIO);
-    let page = HugepageMemory::new(PAGE).map_err(|e| format!("mmap hugepage: {e}"))?;
+    let page = AnonMapping::hugepages(PAGE).map_err(|e| format!("mmap hugepage: {e}"))?;
     let region = NeUserMemoryRegion {
         flags: 0,
         memory_size: MIN_MEM_REGION_SIZE,
@@ -231,7 +256,7 @@ fn crash(device: &KernelDevice) -> Step {
     println!("HOST crash slot={} cid={cid}", enclave.slot_uid());
     let waited = Instant::now();
     let hup = enclave
-        .wait_hangup(60_000)
+        .wait_event(std::time::Duration::from_secs(60))
         .map_err(|e| format!("poll: {e}"))?;
     let elapsed = waited.elapsed();
     if !hup {
@@ -240,6 +265,34 @@ fn crash(device: &KernelDevice) -> Step {
     Ok(format!(
         "POLLHUP {:.1} s after the request",
         elapsed.as_secs_f64()
+    ))
+}
+
+/// The enclave API's conformance list, through the kernel's driver.
+fn conformance_list() -> Step {
+    let parent = KernelParent::open(Path::new(DEVICE)).map_err(|e| format!("open: {e}"))?;
+    let mut passed = 0;
+    let mut not_applicable = Vec::new();
+    let mut failed = Vec::new();
+    for case in conformance::cases::<KernelParent>() {
+        match (case.run)(&parent) {
+            Ok(Verdict::Passed(_)) => passed += 1,
+            Ok(Verdict::NotApplicable(why)) => {
+                not_applicable.push(format!("{} ({why})", case.name));
+            }
+            Err(difference) => failed.push(format!("{}: {difference}", case.name)),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(failed.join("; "));
+    }
+    Ok(format!(
+        "{passed} cases pass through /dev/nitro_enclaves; not applicable: {}",
+        if not_applicable.is_empty() {
+            "none".to_owned()
+        } else {
+            not_applicable.join(", ")
+        }
     ))
 }
 
@@ -255,6 +308,7 @@ fn main() {
             count(report("errors", errors(&device)));
             count(report("device-errors", device_errors(&device)));
             count(report("crash", crash(&device)));
+            count(report("conformance", conformance_list()));
         }
         Err(e) => count(report("open", Err(e.to_string()))),
     }

@@ -1,79 +1,36 @@
 // SPDX-License-Identifier: Apache-2.0
-//! [`NeDevice`]: one probed NE device, the equivalent of `/dev/nitro_enclaves`, with the
+//! [`NeDriver`]: one probed NE device, the equivalent of `/dev/nitro_enclaves`, with the
 //! event worker (`ne_event_work_handler`) running beside it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use ne_abi::{CmdReply, EnclaveState, MsixVector, SlotAllocReq, SlotInfoReq};
-use zerocopy::little_endian::U64;
+use ne_abi::{CmdReply, MsixVector};
 
+use crate::api::DeviceFile;
 use crate::bar::{Bar, Vectors};
 use crate::cpu_pool::{CpuPool, Topology};
-use crate::enclave::{Enclave, EnclaveCell};
+use crate::enclave::Enclave;
 use crate::error::{errno, Error, Result};
+use crate::memory::UserMemory;
+use crate::shared::{lock, Shared};
 use crate::transport::{DriverConfig, Transport};
-use ne_abi::NeError;
-
-/// Locks a mutex, keeping its data if a holder panicked.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// What the device and its enclaves share. Lock order: enclave list, then an enclave, then
-/// the pool, then the transport (as in Linux: list mutex, enclave mutex, pci_dev_mutex).
-pub(crate) struct Shared<B: Bar> {
-    pub(crate) transport: Mutex<Transport<B>>,
-    pub(crate) enclaves: Mutex<Vec<Arc<EnclaveCell>>>,
-    pub(crate) pool: Mutex<Option<CpuPool>>,
-    pub(crate) topology: Topology,
-    pub(crate) vectors: Arc<Vectors>,
-    pub(crate) removed: AtomicBool,
-}
-
-impl<B: Bar> Shared<B> {
-    /// `ne_event_work_handler`: `SLOT_INFO` for every running enclave, newest first; a
-    /// changed state is copied, flagged as an event and its waiters woken.
-    ///
-    /// Knowingly unlike Linux: a failed `SLOT_INFO` leaves the enclave as it was, where
-    /// Linux would copy a stale or zero state from its reused reply buffer.
-    fn handle_event(&self) {
-        let enclaves = lock(&self.enclaves);
-        for cell in enclaves.iter() {
-            let mut enclave = lock(&cell.inner);
-            if enclave.state != EnclaveState::Running.value() {
-                continue;
-            }
-            let req = SlotInfoReq {
-                slot_uid: U64::new(enclave.slot_uid),
-            };
-            let Ok(reply) = lock(&self.transport).request(&req) else {
-                continue;
-            };
-            if reply.state.get() != enclave.state {
-                enclave.state = reply.state.get();
-                enclave.has_event = true;
-                cell.event.notify_all();
-            }
-        }
-    }
-}
 
 /// One probed NE device: the equivalent of `/dev/nitro_enclaves`. Enclaves made from it
-/// keep it alive; [`NeDevice::remove`] (or dropping it) disables the device.
-pub struct NeDevice<B: Bar + 'static> {
+/// keep it alive; [`NeDriver::remove`] (or dropping it) disables the device.
+pub struct NeDriver<B: Bar + 'static> {
     shared: Arc<Shared<B>>,
     worker: Option<JoinHandle<()>>,
 }
 
-impl<B: Bar + 'static> std::fmt::Debug for NeDevice<B> {
+impl<B: Bar + 'static> std::fmt::Debug for NeDriver<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NeDevice").finish_non_exhaustive()
+        f.debug_struct("NeDriver").finish_non_exhaustive()
     }
 }
 
-impl<B: Bar + 'static> NeDevice<B> {
+impl<B: Bar + 'static> NeDriver<B> {
     /// Probes the device behind `bar` as `ne_pci_probe` does (disable and poll, version 1
     /// echoed, enable echoed), then starts the event worker. `vectors` must be raised by
     /// whatever delivers the device's MSI-X messages; `topology` is the parent's CPUs.
@@ -100,7 +57,7 @@ impl<B: Bar + 'static> NeDevice<B> {
             .map_err(|e| {
                 Error::with_errno(errno::ENOMEM, format!("cannot start the event worker: {e}"))
             })?;
-        Ok(NeDevice {
+        Ok(NeDriver {
             shared,
             worker: Some(worker),
         })
@@ -136,20 +93,13 @@ impl<B: Bar + 'static> NeDevice<B> {
     /// `NE_CREATE_VM`: a new enclave in INIT state. Fails with
     /// `NE_ERR_NO_CPUS_AVAIL_IN_POOL`, without a command, when no pool core is free.
     pub fn create_vm(&self) -> Result<Enclave<B>> {
-        let mut enclaves = lock(&self.shared.enclaves);
-        let pool = lock(&self.shared.pool)
-            .as_ref()
-            .filter(|pool| pool.has_free_core())
-            .cloned()
-            .ok_or(NeError::NoCpusAvailInPool)?;
-        let reply = lock(&self.shared.transport).request(&SlotAllocReq::default())?;
-        let cell = Arc::new(EnclaveCell::new(
-            reply.slot_uid.get(),
-            reply.mem_regions.get(),
-            &pool,
-        ));
-        enclaves.insert(0, Arc::clone(&cell));
-        Ok(Enclave::new(Arc::clone(&self.shared), cell))
+        self.shared.create_vm()
+    }
+
+    /// The device as a process whose memory is `memory` sees it after `open`: the
+    /// [`crate::EnclaveDevice`] of the enclave API.
+    pub fn open<M: UserMemory + Send + Sync>(&self, memory: Arc<M>) -> DeviceFile<B, M> {
+        DeviceFile::new(Arc::clone(&self.shared), memory)
     }
 
     /// `ne_do_request` with any command number and payload, with Linux's argument checks:
@@ -183,7 +133,7 @@ impl<B: Bar + 'static> NeDevice<B> {
     }
 }
 
-impl<B: Bar + 'static> Drop for NeDevice<B> {
+impl<B: Bar + 'static> Drop for NeDriver<B> {
     fn drop(&mut self) {
         self.shut_down();
     }

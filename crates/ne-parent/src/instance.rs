@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: Apache-2.0
+//! [`ParentInstance`]: a parent instance that launches enclaves, whatever it is — the
+//! emulated [`crate::Parent`], or the machine this runs on through the kernel's driver
+//! ([`crate::KernelParent`]). [`crate::launch`] is written once over it.
+
+use ne_driver::EnclaveDevice;
+
+use crate::donor::MemoryDonor;
+
+/// What a parent reports about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParentStatus {
+    /// What runs the enclaves: `emulated` or `kernel`.
+    pub backend: String,
+    /// The parent's CPUs, when known.
+    pub cpus: Option<u32>,
+    /// The NE CPU pool (`ne_cpus`), as CPU ids.
+    pub cpu_pool: Vec<u32>,
+    /// The parent's RAM in MiB, when known.
+    pub memory_mib: Option<u64>,
+    /// Hugepages reserved, in MiB, when known.
+    pub hugepages_total_mib: Option<u64>,
+    /// Hugepages free, in MiB, when known.
+    pub hugepages_free_mib: Option<u64>,
+    /// The most enclaves at once, when known.
+    pub max_enclaves: Option<usize>,
+}
+
+/// Why an operator request cannot be carried out on this parent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsupported(pub &'static str);
+
+/// A parent instance that can launch enclaves.
+pub trait ParentInstance: Send + Sync {
+    /// The enclave device a process of this parent opens.
+    type Device: EnclaveDevice;
+    /// The memory such a process donates from.
+    type Memory: MemoryDonor + Send;
+
+    /// A new process: the device as it opened it, and its memory.
+    fn process(&self) -> (Self::Device, Self::Memory);
+
+    /// The parent's resources.
+    fn status(&self) -> ParentStatus;
+
+    /// Makes the enclave of `slot_uid` exit by itself (or crash), as the hypervisor would
+    /// report it; false if none runs there.
+    fn end_enclave(&self, slot_uid: u64, crash: bool) -> Result<bool, Unsupported>;
+}

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+//! [`KernelParent`]: the machine this runs on as the parent — an EC2 instance, or a guest
+//! of `nectl serve` — through the Linux driver's `/dev/nitro_enclaves`.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use ne_driver::parse_cpu_list;
+use ne_driver::sys::KernelDevice;
+
+use crate::donor::KernelHugepages;
+use crate::instance::{ParentInstance, ParentStatus, Unsupported};
+
+/// Where the driver publishes its CPU pool.
+const NE_CPUS: &str = "/sys/module/nitro_enclaves/parameters/ne_cpus";
+/// The CPUs that can ever be online.
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+/// The 2 MiB hugepage counters.
+const HUGEPAGES_2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+
+/// The kernel's NE driver, opened.
+#[derive(Clone, Debug)]
+pub struct KernelParent {
+    device: Arc<KernelDevice>,
+}
+
+impl KernelParent {
+    /// Opens the device at `path` (usually `/dev/nitro_enclaves`).
+    pub fn open(path: &Path) -> io::Result<KernelParent> {
+        Ok(KernelParent {
+            device: Arc::new(KernelDevice::open(path)?),
+        })
+    }
+}
+
+/// The parent's CPU count, `nr_cpu_ids`: one past the highest possible CPU. (The online
+/// count is smaller while the driver holds pool CPUs offline.)
+fn possible_cpus() -> Option<u32> {
+    let possible = std::fs::read_to_string(POSSIBLE_CPUS).ok()?;
+    parse_cpu_list(&possible).ok()?.last().map(|cpu| cpu + 1)
+}
+
+fn read_number(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+impl ParentInstance for KernelParent {
+    type Device = Arc<KernelDevice>;
+    type Memory = KernelHugepages;
+
+    fn process(&self) -> (Self::Device, Self::Memory) {
+        (Arc::clone(&self.device), KernelHugepages::default())
+    }
+
+    fn status(&self) -> ParentStatus {
+        let pool = std::fs::read_to_string(NE_CPUS).unwrap_or_default();
+        let hugepages =
+            |file: &str| read_number(&format!("{HUGEPAGES_2M}/{file}")).map(|pages| pages * 2);
+        ParentStatus {
+            backend: "kernel".to_owned(),
+            cpus: possible_cpus(),
+            cpu_pool: parse_cpu_list(&pool)
+                .map(|cpus| cpus.into_iter().collect())
+                .unwrap_or_default(),
+            memory_mib: None,
+            hugepages_total_mib: hugepages("nr_hugepages"),
+            hugepages_free_mib: hugepages("free_hugepages"),
+            max_enclaves: None,
+        }
+    }
+
+    fn end_enclave(&self, _slot_uid: u64, _crash: bool) -> Result<bool, Unsupported> {
+        Err(Unsupported(
+            "the kernel's driver cannot make an enclave end; only the hypervisor decides",
+        ))
+    }
+}
