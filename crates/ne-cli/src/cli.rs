@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ne_parent::ParentConfig;
+use ne_parent::{BackendChoice, ParentConfig, VmChoice};
+use ne_vm::Accel;
 use serde_json::{json, Value};
 
 use crate::eif_cmds::{self, BuildArgs};
@@ -27,8 +28,69 @@ pub struct Cli {
     /// instead of on an emulated parent; applies to the parent process a command starts.
     #[arg(long, global = true, value_name = "DEVICE")]
     pub device: Option<PathBuf>,
+    /// What runs the enclaves of the parent a command starts: `vm` boots each as a QEMU VM
+    /// (the default), `sim` boots nothing (images are still checked and measured).
+    #[arg(long, global = true, env = "NECTL_BACKEND", value_enum)]
+    pub backend: Option<BackendArg>,
+    /// How enclave VMs run their vCPUs [default: kvm where it works, else tcg].
+    #[arg(long, global = true, env = "NECTL_ACCEL", value_enum)]
+    pub accel: Option<AccelArg>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// What runs a parent's enclaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// Each enclave boots as a QEMU VM.
+    Vm,
+    /// Nothing boots.
+    Sim,
+}
+
+/// How enclave VMs run their vCPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelArg {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+/// How to start a parent process: on which device, with which backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParentStart {
+    /// The kernel's device, for a parent on a real (or guest) NE device.
+    pub device: Option<PathBuf>,
+    /// The backend of an emulated parent.
+    pub backend: Option<BackendArg>,
+    /// The accelerator of its VMs.
+    pub accel: Option<AccelArg>,
+}
+
+impl ParentStart {
+    /// The arguments of `nectl parent run` that start such a parent.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = Vec::new();
+        if let Some(device) = &self.device {
+            args.extend(["--device".into(), device.clone().into_os_string()]);
+        }
+        if let Some(backend) = self.backend {
+            let name = match backend {
+                BackendArg::Vm => "vm",
+                BackendArg::Sim => "sim",
+            };
+            args.extend(["--backend".into(), name.into()]);
+        }
+        if let Some(accel) = self.accel {
+            let name = match accel {
+                AccelArg::Kvm => "kvm",
+                AccelArg::Tcg => "tcg",
+            };
+            args.extend(["--accel".into(), name.into()]);
+        }
+        args
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +109,16 @@ enum Command {
     },
     /// Build an EIF from a kernel, a command line and ramdisks.
     BuildEif(BuildEifArgs),
+    /// Pack a directory into an initramfs (newc cpio): sorted, times and owners zeroed,
+    /// so the same files always give the same bytes (and the same PCRs).
+    BuildInitramfs {
+        /// The directory that becomes the enclave's root.
+        #[arg(long)]
+        root: PathBuf,
+        /// Where to write the archive.
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Explain an error code (E03, E26, …).
     Explain {
         /// The code.
@@ -242,8 +314,13 @@ struct ParentRunArgs {
 /// Runs a parsed command; `Some` is JSON to print.
 pub fn run(cli: Cli) -> Result<Option<Value>> {
     let socket = socket_path(cli.socket.as_deref());
+    let start = ParentStart {
+        device: cli.device.clone(),
+        backend: cli.backend,
+        accel: cli.accel,
+    };
     match cli.command {
-        Command::RunEnclave(args) => run_enclave(&socket, cli.device.as_deref(), args).map(Some),
+        Command::RunEnclave(args) => run_enclave(&socket, &start, args).map(Some),
         Command::DescribeEnclaves => describe_enclaves(&socket).map(Some),
         Command::TerminateEnclave(args) => {
             let target = match (args.enclave_id, args.enclave_name) {
@@ -264,8 +341,11 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
             arm64: args.arm64,
         })
         .map(Some),
+        Command::BuildInitramfs { root, output } => {
+            eif_cmds::build_initramfs(&root, &output).map(Some)
+        }
         Command::Explain { code } => explain(&code).map(Some),
-        Command::Parent(command) => parent(&socket, cli.device.as_deref(), command),
+        Command::Parent(command) => parent(&socket, &start, command),
         Command::Serve(args) => serve(cli.socket.as_deref(), &args).map(|()| None),
         Command::Device(args) => device(&args).map(Some),
     }
@@ -369,7 +449,7 @@ fn init_logging() {
         .init();
 }
 
-fn run_enclave(socket: &Path, device: Option<&Path>, args: RunArgs) -> Result<Value> {
+fn run_enclave(socket: &Path, start: &ParentStart, args: RunArgs) -> Result<Value> {
     let cpus = match (args.cpu_count, args.cpu_ids) {
         (Some(0), _) => {
             return Err(CliError::new(
@@ -419,7 +499,7 @@ fn run_enclave(socket: &Path, device: Option<&Path>, args: RunArgs) -> Result<Va
         debug: args.debug_mode,
         name: args.enclave_name,
     };
-    call(socket, &request, Some(device))
+    call(socket, &request, Some(start))
 }
 
 fn describe_enclaves(socket: &Path) -> Result<Value> {
@@ -444,7 +524,25 @@ fn explain(code: &str) -> Result<Value> {
     Ok(json!({ "Code": code.id(), "Explanation": code.explanation() }))
 }
 
-fn parent(socket: &Path, device: Option<&Path>, command: ParentCommand) -> Result<Option<Value>> {
+/// The backend a parent started with `start` runs, its files beside `socket`.
+fn backend_choice(socket: &Path, start: &ParentStart) -> BackendChoice {
+    match start.backend.unwrap_or(BackendArg::Vm) {
+        BackendArg::Sim => BackendChoice::Simulated,
+        BackendArg::Vm => {
+            let dir = socket.parent().unwrap_or(Path::new("."));
+            BackendChoice::Vm(VmChoice {
+                accel: start.accel.map(|accel| match accel {
+                    AccelArg::Kvm => Accel::Kvm,
+                    AccelArg::Tcg => Accel::Tcg,
+                }),
+                state_dir: dir.join("vms"),
+                vsock_dir: Some(dir.join("vsock")),
+            })
+        }
+    }
+}
+
+fn parent(socket: &Path, start: &ParentStart, command: ParentCommand) -> Result<Option<Value>> {
     match command {
         ParentCommand::Run(args) => {
             init_logging();
@@ -459,9 +557,10 @@ fn parent(socket: &Path, device: Option<&Path>, command: ParentCommand) -> Resul
                 ),
                 max_slots: args.max_enclaves,
                 reply_timeout: Duration::from_secs(120),
+                backend: backend_choice(socket, start),
                 ..ParentConfig::default()
             };
-            let spec = match device {
+            let spec = match &start.device {
                 Some(path) => server::HostSpec::Kernel(path.to_owned()),
                 None => server::HostSpec::Emulated(config),
             };

@@ -149,6 +149,76 @@ fn rfc3339(seconds: u64) -> String {
     )
 }
 
+/// `build-initramfs`: packs the tree under `root` into a newc archive at `output`.
+pub fn build_initramfs(root: &Path, output: &Path) -> Result<Value> {
+    let mut initramfs = ne_eif::Initramfs::new();
+    let mut count = 0usize;
+    add_tree(&mut initramfs, root, root, &mut count)?;
+    let bytes = initramfs.to_bytes();
+    std::fs::write(output, &bytes).map_err(|e| {
+        CliError::new(
+            Code::FileOperation,
+            format!("cannot write {}: {e}", output.display()),
+        )
+    })?;
+    Ok(json!({ "Path": output, "Entries": count, "Size": bytes.len() }))
+}
+
+/// Adds every directory, regular file and symbolic link under `dir`.
+fn add_tree(
+    initramfs: &mut ne_eif::Initramfs,
+    root: &Path,
+    dir: &Path,
+    count: &mut usize,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let unreadable = |path: &Path, e: std::io::Error| {
+        CliError::new(
+            Code::FileOperation,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| unreadable(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| unreadable(dir, e))?;
+        let path = entry.path();
+        let relative = path
+            .strip_prefix(root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let metadata = std::fs::symlink_metadata(&path).map_err(|e| unreadable(&path, e))?;
+        let kind = metadata.file_type();
+        if kind.is_dir() {
+            initramfs.dir(&relative);
+            add_tree(initramfs, root, &path, count)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(|e| unreadable(&path, e))?;
+            initramfs.symlink(&relative, &target.to_string_lossy());
+        } else if kind.is_file() {
+            let contents = read_regular(&path, MAX_INPUT_BYTES, Code::EifBuilding, "a file")
+                .or_else(|e| {
+                    if metadata.len() == 0 {
+                        Ok(Vec::new())
+                    } else {
+                        Err(e)
+                    }
+                })?;
+            initramfs.file(&relative, metadata.permissions().mode(), contents);
+        } else {
+            return Err(CliError::new(
+                Code::EifBuilding,
+                format!(
+                    "{} is neither a file, a directory nor a link",
+                    path.display()
+                ),
+            )
+            .hint("device nodes are made by the enclave's init (ne-init mounts /dev)"));
+        }
+        *count += 1;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::rfc3339;

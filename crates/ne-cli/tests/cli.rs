@@ -32,6 +32,7 @@ impl Sandbox {
         Command::new(env!("CARGO_BIN_EXE_nectl"))
             .args(args)
             .env("NECTL_SOCKET", self.socket())
+            .env("NECTL_BACKEND", "sim")
             .output()
             .unwrap()
     }
@@ -267,6 +268,7 @@ fn start_parent(sandbox: &Sandbox, args: &[&str]) -> Child {
         .args(["parent", "run"])
         .args(args)
         .env("NECTL_SOCKET", sandbox.socket())
+        .env("NECTL_BACKEND", "sim")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -310,6 +312,7 @@ fn test_second_parent_on_the_same_socket_is_refused() {
     let output = Command::new(env!("CARGO_BIN_EXE_nectl"))
         .args(["parent", "run"])
         .env("NECTL_SOCKET", sandbox.socket())
+        .env("NECTL_BACKEND", "sim")
         .output()
         .unwrap();
     assert!(!output.status.success());

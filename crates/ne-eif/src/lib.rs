@@ -14,12 +14,14 @@
 
 mod build;
 pub mod format;
+mod initramfs;
 mod measure;
 mod metadata;
 mod read;
 
 pub use build::{BuildError, EifBuilder};
 pub use format::{Header, SectionType};
+pub use initramfs::Initramfs;
 pub use measure::{measure, Measurements, Pcr, HASH_ALGORITHM, PCR_BYTES};
 pub use metadata::{BuildInfo, Metadata};
 pub use read::{read_header, Eif, EifError, Section};

@@ -8,6 +8,7 @@ use ne_device::{
     EnclaveSpec, Hypervisor, HypervisorEvent, SimulatedHypervisor, StartProgress, StartRefused,
 };
 
+use crate::console::Console;
 use crate::image::EnclaveImage;
 use crate::memory::ParentMemory;
 
@@ -43,6 +44,11 @@ pub trait Backend: Send + std::fmt::Debug {
     /// runs there or the backend cannot. For operator tools and tests.
     fn end(&mut self, slot_uid: u64, crash: bool) -> bool;
 
+    /// The console of the enclave of `slot_uid`, if the backend keeps one.
+    fn console(&self, _slot_uid: u64) -> Option<Console> {
+        None
+    }
+
     /// A short description of the enclave of `slot_uid` for operators (its process, its
     /// accelerator, …), as key–value pairs.
     fn describe(&self, _slot_uid: u64) -> Vec<(&'static str, String)> {
@@ -65,6 +71,9 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn end(&mut self, slot_uid: u64, crash: bool) -> bool {
         (**self).end(slot_uid, crash)
+    }
+    fn console(&self, slot_uid: u64) -> Option<Console> {
+        (**self).console(slot_uid)
     }
     fn describe(&self, slot_uid: u64) -> Vec<(&'static str, String)> {
         (**self).describe(slot_uid)

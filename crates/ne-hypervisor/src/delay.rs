@@ -126,6 +126,10 @@ impl<B: Backend, C: Clock> Backend for Delayed<B, C> {
         !self.starting.contains_key(&slot_uid) && self.inner.end(slot_uid, crash)
     }
 
+    fn console(&self, slot_uid: u64) -> Option<crate::Console> {
+        self.inner.console(slot_uid)
+    }
+
     fn describe(&self, slot_uid: u64) -> Vec<(&'static str, String)> {
         self.inner.describe(slot_uid)
     }

@@ -25,6 +25,7 @@
 )]
 
 mod backend;
+mod console;
 mod delay;
 mod image;
 mod memory;
@@ -32,6 +33,7 @@ mod nitro;
 mod pump;
 
 pub use backend::{Backend, StartRequest};
+pub use console::{Console, ConsoleReader, CONSOLE_HISTORY_BYTES};
 pub use delay::{Clock, Delayed, ManualClock, SystemClock};
 pub use image::{load_image, EnclaveImage, EnclaveMemory, ImageError};
 pub use memory::{read_lock, Backing, MemoryError, ParentMemory, SharedMemory};

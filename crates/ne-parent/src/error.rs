@@ -16,6 +16,13 @@ pub enum Error {
         /// RAM the parent keeps.
         reserved_mib: u64,
     },
+    /// The enclave backend could not start.
+    #[error("Cannot start the enclave backend")]
+    Backend {
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The device configuration is invalid.
     #[error("Invalid device configuration")]
     Device(#[from] ne_device::ConfigError),
@@ -50,6 +57,9 @@ pub enum Error {
     /// A guest-memory access failed.
     #[error("Parent memory access failed")]
     Memory(#[from] ne_hypervisor::MemoryError),
+    /// No usable QEMU for the VM backend.
+    #[error("The VM backend needs QEMU")]
+    Qemu(#[from] ne_vm::QemuError),
     /// The parent's RAM could not be created.
     #[error("Cannot create {size} bytes of parent RAM")]
     Ram {

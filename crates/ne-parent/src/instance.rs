@@ -5,7 +5,10 @@
 
 use ne_driver::EnclaveDevice;
 
+use ne_hypervisor::Console;
+
 use crate::donor::MemoryDonor;
+use crate::heartbeat::HeartbeatListener;
 
 /// What a parent reports about itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,4 +50,14 @@ pub trait ParentInstance: Send + Sync {
     /// Makes the enclave of `slot_uid` exit by itself (or crash), as the hypervisor would
     /// report it; false if none runs there.
     fn end_enclave(&self, slot_uid: u64, crash: bool) -> Result<bool, Unsupported>;
+
+    /// Listens for an enclave's heartbeat (vsock port 9000 of the parent), before it
+    /// starts; `None` when this parent's enclaves send none (they boot nothing, or the
+    /// parent has no vsock).
+    fn heartbeat(&self) -> std::io::Result<Option<HeartbeatListener>>;
+
+    /// The console of the enclave of `slot_uid`, where this parent can see it.
+    fn console(&self, _slot_uid: u64) -> Option<Console> {
+        None
+    }
 }

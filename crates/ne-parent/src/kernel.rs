@@ -10,6 +10,7 @@ use ne_driver::parse_cpu_list;
 use ne_driver::sys::KernelDevice;
 
 use crate::donor::KernelHugepages;
+use crate::heartbeat::HeartbeatListener;
 use crate::instance::{ParentInstance, ParentStatus, Unsupported};
 
 /// Where the driver publishes its CPU pool.
@@ -68,6 +69,10 @@ impl ParentInstance for KernelParent {
             hugepages_free_mib: hugepages("free_hugepages"),
             max_enclaves: None,
         }
+    }
+
+    fn heartbeat(&self) -> io::Result<Option<HeartbeatListener>> {
+        HeartbeatListener::kernel()
     }
 
     fn end_enclave(&self, _slot_uid: u64, _crash: bool) -> Result<bool, Unsupported> {

@@ -3,7 +3,7 @@
 //! `/dev/nitro_enclaves`, on any [`ParentInstance`]: the image checked and measured, an
 //! enclave created, hugepage memory mapped with the image at the offset
 //! `NE_GET_IMAGE_LOAD_INFO` gives, one `NE_SET_USER_MEMORY_REGION` per hugepage, vCPUs,
-//! then `NE_START_ENCLAVE`. Written once; the emulated parent and the kernel's driver
+//! then `NE_START_ENCLAVE`, and — where enclaves boot — the heartbeat on vsock port 9000. Written once; the emulated parent and the kernel's driver
 //! differ only behind the traits.
 
 use std::collections::BTreeSet;
@@ -15,10 +15,13 @@ use ne_eif::{Eif, EifError, Measurements};
 use thiserror::Error;
 
 use crate::donor::{DonorError, MemoryDonor};
+use crate::heartbeat::{heartbeat_timeout, HeartbeatError};
 use crate::hugepages::{HUGEPAGE_BYTES, HUGEPAGE_LEN};
 use crate::instance::ParentInstance;
 
 const MIB: u64 = 1 << 20;
+/// How many console lines a failed boot reports.
+const CONSOLE_LINES: usize = 20;
 
 /// Which CPUs an enclave gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +68,8 @@ pub enum LaunchStep {
     AddVcpu,
     /// `NE_START_ENCLAVE` (E33).
     Start,
+    /// The enclave booted no further than its heartbeat (E36).
+    Heartbeat,
 }
 
 /// Why a launch failed.
@@ -98,6 +103,18 @@ pub enum LaunchError {
     /// The memory could not be mapped or written.
     #[error("Cannot prepare the enclave's memory")]
     Memory(#[source] DonorError),
+    /// The parent cannot listen for the heartbeat.
+    #[error("Cannot listen for the enclave's heartbeat on vsock port 9000")]
+    HeartbeatListen(#[source] std::io::Error),
+    /// The enclave sent no heartbeat; it was terminated. Its console's last lines, if seen.
+    #[error("The enclave did not boot: no heartbeat")]
+    NoHeartbeat {
+        /// Why.
+        #[source]
+        source: HeartbeatError,
+        /// The last lines of its console.
+        console: Option<String>,
+    },
     /// An ioctl failed.
     #[error("{ioctl} failed")]
     Ioctl {
@@ -123,6 +140,9 @@ impl LaunchError {
                 LaunchStep::MemoryRequested
             }
             LaunchError::Memory(_) => LaunchStep::MemoryAvailable,
+            LaunchError::HeartbeatListen(_) | LaunchError::NoHeartbeat { .. } => {
+                LaunchStep::Heartbeat
+            }
             LaunchError::Ioctl { step, .. } => *step,
         }
     }
@@ -220,6 +240,8 @@ pub fn launch<P: ParentInstance>(
     request: &LaunchRequest,
 ) -> Result<Launched<P>, LaunchError> {
     let measurements = request.check()?;
+    // nitro-cli listens before it starts the enclave, so an early heartbeat is not lost.
+    let heartbeat = parent.heartbeat().map_err(LaunchError::HeartbeatListen)?;
     let (device, mut memory) = parent.process();
     let enclave = device
         .create_vm()
@@ -249,6 +271,17 @@ pub fn launch<P: ParentInstance>(
     let cid = enclave
         .start(flags, request.cid)
         .map_err(LaunchError::ioctl(LaunchStep::Start, "NE_START_ENCLAVE"))?;
+    if let Some(listener) = heartbeat {
+        let timeout = heartbeat_timeout(request.eif.len() as u64);
+        if let Err(source) = listener.wait(timeout) {
+            let console = parent
+                .console(enclave.slot_uid())
+                .map(|c| c.tail(CONSOLE_LINES));
+            // As nitro-cli does: an enclave that did not boot is terminated.
+            let _ = enclave.release();
+            return Err(LaunchError::NoHeartbeat { source, console });
+        }
+    }
     Ok(Launched {
         enclave,
         memory,

@@ -15,6 +15,7 @@ mod address_space;
 pub mod conformance;
 mod donor;
 mod error;
+mod heartbeat;
 mod hugepages;
 mod instance;
 mod kernel;
@@ -25,6 +26,7 @@ mod ram;
 pub use address_space::{AddressSpace, MMAP_BASE, SMALL_PAGE_BYTES, USER_END};
 pub use donor::{DonorError, KernelHugepages, MemoryDonor, ProcessMemory};
 pub use error::{Error, Result};
+pub use heartbeat::{heartbeat_timeout, HeartbeatError, HeartbeatListener};
 pub use hugepages::{HugepagePool, HUGEPAGE_BYTES};
 pub use instance::{ParentInstance, ParentStatus, Unsupported};
 pub use kernel::KernelParent;
@@ -32,7 +34,7 @@ pub use launch::{
     launch, min_memory_mib, CpuRequest, LaunchError, LaunchRequest, LaunchStep, Launched,
 };
 pub use parent::{
-    default_pool, Parent, ParentBackend, ParentBar, ParentConfig, ParentDevice, ParentDeviceFile,
-    ParentDriver, ParentEnclave, ParentHypervisor,
+    default_pool, BackendChoice, Parent, ParentBackend, ParentBar, ParentConfig, ParentDevice,
+    ParentDeviceFile, ParentDriver, ParentEnclave, ParentHypervisor, VmChoice,
 };
 pub use ram::ParentRam;

@@ -2,17 +2,21 @@
 //! [`Parent`]: an emulated parent instance — RAM, CPUs, hugepages, the NE device and the
 //! driver bound to it — in one process.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ne_device::{DeviceConfig, DeviceLog, SimulatedHypervisor};
 use ne_driver::inproc::{pci_enable, InProcBar, InProcDevice};
 use ne_driver::{DeviceFile, DriverConfig, Enclave, NeDriver, Topology, Vectors};
-use ne_hypervisor::{spawn_pump, Backend, EnclaveImage, NitroHypervisor, Notifier};
+use ne_hypervisor::{spawn_pump, Backend, Console, EnclaveImage, NitroHypervisor, Notifier};
+use ne_vm::{Accel, Qemu, VmBackend, VmConfig};
+use ne_vsock::{Router, HEARTBEAT_PORT};
 
 use crate::address_space::AddressSpace;
 use crate::donor::ProcessMemory;
 use crate::error::{Error, Result};
+use crate::heartbeat::HeartbeatListener;
 use crate::hugepages::{HugepagePool, HUGEPAGE_BYTES};
 use crate::instance::{ParentInstance, ParentStatus, Unsupported};
 use crate::ram::ParentRam;
@@ -33,6 +37,8 @@ pub type ParentDeviceFile = DeviceFile<ParentBar, Mutex<AddressSpace>>;
 pub type ParentEnclave = Enclave<ParentBar>;
 
 const MIB: u64 = 1 << 20;
+/// How long a stopped enclave VM has to end before it is killed.
+const VM_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The emulated parent's shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +61,29 @@ pub struct ParentConfig {
     pub max_mem_regions: u64,
     /// How long the driver waits for a reply.
     pub reply_timeout: Duration,
+    /// What runs the enclaves.
+    pub backend: BackendChoice,
+}
+
+/// What runs the emulated parent's enclaves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// Nothing boots: images are checked and measured, enclaves "run" until stopped.
+    #[default]
+    Simulated,
+    /// Each enclave boots as a QEMU VM, reachable over vsock.
+    Vm(VmChoice),
+}
+
+/// How the VM backend runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmChoice {
+    /// KVM or TCG; `None` picks KVM where it really works.
+    pub accel: Option<Accel>,
+    /// Where the VMs' files go.
+    pub state_dir: PathBuf,
+    /// Where the parent's vsock Unix sockets go (`<port>.sock`, `enclave-<cid>.sock`).
+    pub vsock_dir: Option<PathBuf>,
 }
 
 impl Default for ParentConfig {
@@ -73,6 +102,7 @@ impl Default for ParentConfig {
             max_slots: ne_device::config::DEFAULT_MAX_SLOTS,
             max_mem_regions: ne_device::config::DEFAULT_MAX_MEM_REGIONS,
             reply_timeout: DriverConfig::default().reply_timeout,
+            backend: BackendChoice::Simulated,
         }
     }
 }
@@ -102,6 +132,7 @@ pub struct Parent {
     log: Arc<DeviceLog>,
     driver: ParentDriver,
     notifier: Notifier,
+    vsock: Option<Arc<Router>>,
     config: ParentConfig,
 }
 
@@ -114,17 +145,35 @@ impl std::fmt::Debug for Parent {
 }
 
 impl Parent {
-    /// A parent whose enclaves are simulated: images are checked, nothing is booted.
+    /// Builds the parent with the backend its configuration chooses.
     pub fn new(config: ParentConfig) -> Result<Parent> {
-        Self::with_backend(config, |_, _| Ok(Box::new(SimulatedHypervisor::new())))
+        let choice = config.backend.clone();
+        Self::with_backend(config, |_, notifier| match choice {
+            BackendChoice::Simulated => Ok((Box::new(SimulatedHypervisor::new()), None)),
+            BackendChoice::Vm(vm) => {
+                let qemu = Qemu::find()?;
+                let accel = vm.accel.unwrap_or_else(Accel::detect);
+                let router = Router::new(vm.vsock_dir.clone());
+                let config = VmConfig {
+                    qemu,
+                    accel,
+                    state_dir: vm.state_dir,
+                    stop_grace: VM_STOP_GRACE,
+                };
+                let backend = VmBackend::new(config, Arc::clone(&router), notifier)
+                    .map_err(|source| Error::Backend { source })?;
+                Ok((Box::new(backend), Some(router)))
+            }
+        })
     }
 
     /// Builds the parent: maps RAM, reserves hugepages, creates the device with the
     /// backend `backend` makes (given the parent's RAM and the notifier to signal when it
-    /// has news), runs the PCI core's set-up and the driver's probe, and sets the CPU pool.
+    /// has news; with the vsock router of its enclaves, if they have vsock), runs the PCI
+    /// core's set-up and the driver's probe, and sets the CPU pool.
     pub fn with_backend(
         config: ParentConfig,
-        backend: impl FnOnce(&ParentRam, Notifier) -> Result<ParentBackend>,
+        backend: impl FnOnce(&ParentRam, Notifier) -> Result<(ParentBackend, Option<Arc<Router>>)>,
     ) -> Result<Parent> {
         if config.reserved_mib >= config.ram_mib
             || !config.ram_mib.is_multiple_of(2)
@@ -153,8 +202,8 @@ impl Parent {
             ..DeviceConfig::default()
         };
         let notifier = Notifier::new();
-        let hypervisor =
-            NitroHypervisor::new(Arc::clone(ram.memory()), backend(&ram, notifier.clone())?);
+        let (backend, vsock) = backend(&ram, notifier.clone())?;
+        let hypervisor = NitroHypervisor::new(Arc::clone(ram.memory()), backend);
         let vectors = Arc::new(Vectors::new());
         let log = Arc::new(DeviceLog::new());
         let mut device = ParentDevice::with_events(
@@ -186,6 +235,7 @@ impl Parent {
             log,
             driver,
             notifier,
+            vsock,
             config,
         })
     }
@@ -219,6 +269,11 @@ impl Parent {
     /// The parent's RAM.
     pub fn ram(&self) -> &ParentRam {
         &self.ram
+    }
+
+    /// The vsock router of its enclaves, when they boot.
+    pub fn vsock(&self) -> Option<&Arc<Router>> {
+        self.vsock.as_ref()
     }
 
     /// Hugepages free on `node`.
@@ -308,5 +363,20 @@ impl ParentInstance for Parent {
 
     fn end_enclave(&self, slot_uid: u64, crash: bool) -> Result<bool, Unsupported> {
         Ok(self.end(slot_uid, crash))
+    }
+
+    fn heartbeat(&self) -> std::io::Result<Option<HeartbeatListener>> {
+        let Some(router) = &self.vsock else {
+            // Simulated enclaves boot nothing and send no heartbeat.
+            return Ok(None);
+        };
+        router
+            .listen(HEARTBEAT_PORT)
+            .map(|listener| Some(HeartbeatListener::Router(listener)))
+            .map_err(std::io::Error::other)
+    }
+
+    fn console(&self, slot_uid: u64) -> Option<Console> {
+        self.device().hypervisor().backend().console(slot_uid)
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::cli::ParentStart;
 use crate::error::{CliError, Code, Result};
 use crate::parent::protocol::{self, Request, Response};
 use crate::paths::log_path;
@@ -25,11 +26,11 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Sends `request` to the parent on `socket`; returns what it answered. If none answers
 /// and `start` is `Some`, starts one first (on the kernel device it names, if any).
-pub fn call(socket: &Path, request: &Request, start: Option<Option<&Path>>) -> Result<Value> {
+pub fn call(socket: &Path, request: &Request, start: Option<&ParentStart>) -> Result<Value> {
     let limits = protocol::limits();
     let answer = match ne_jsonl::call(socket, request, ANSWER_TIMEOUT, &limits) {
         Err(ne_jsonl::CallError::Connect { .. }) if start.is_some() => {
-            spawn_parent(socket, start.flatten())?;
+            spawn_parent(socket, start.cloned().unwrap_or_default())?;
             ne_jsonl::call(socket, request, ANSWER_TIMEOUT, &limits)
         }
         other => other,
@@ -58,7 +59,7 @@ fn unreachable(socket: &Path, why: &str) -> CliError {
 
 /// Starts `nectl parent run` in the background on `socket`, logging beside it, and waits
 /// until it listens.
-fn spawn_parent(socket: &Path, device: Option<&Path>) -> Result<()> {
+fn spawn_parent(socket: &Path, start: ParentStart) -> Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| unreachable(socket, &e.to_string()))?;
     }
@@ -70,9 +71,7 @@ fn spawn_parent(socket: &Path, device: Option<&Path>) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| unreachable(socket, &e.to_string()))?;
     let mut command = Command::new(exe);
     command.args(["parent", "run", "--socket"]).arg(socket);
-    if let Some(device) = device {
-        command.arg("--device").arg(device);
-    }
+    command.args(start.args());
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())

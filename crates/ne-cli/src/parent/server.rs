@@ -452,6 +452,22 @@ impl<P: ParentInstance> Server<P> {
                 crate::paths::log_path(&self.socket).display()
             )),
             (LaunchStep::Start, _, _) => CliError::new(Code::StartEnclave, message),
+            (LaunchStep::Heartbeat, _, _) => {
+                let console = match error {
+                    LaunchError::NoHeartbeat {
+                        console: Some(lines),
+                        ..
+                    } if !lines.is_empty() => {
+                        format!("\nthe enclave's console ended with:\n{lines}")
+                    }
+                    _ => String::new(),
+                };
+                CliError::new(
+                    Code::EnclaveBoot,
+                    format!("{message}; the enclave was terminated{console}"),
+                )
+                .hint("check that the image's init sends the heartbeat to CID 3, port 9000 (ne-init does), and the enclave's console (--debug-mode, `nectl console`)")
+            }
         }
     }
 }

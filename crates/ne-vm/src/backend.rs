@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: Apache-2.0
+//! [`VmBackend`]: on `ENCLAVE_START`, the image the hypervisor checked boots as a QEMU VM
+//! whose RAM is the donated memory, with a vsock device at the enclave's CID; the VM is
+//! supervised, and its end is reported to the device.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use ne_abi::errno::{EIO, ENOEXEC};
+use ne_device::{HypervisorEvent, StartProgress, StartRefused};
+use ne_hypervisor::{Backend, Console, Notifier, ParentMemory, StartRequest};
+use ne_vsock::{Router, Served};
+
+use crate::qemu::{Accel, Qemu};
+use crate::vm::{EnclaveRam, MemoryRun, Spawner, Vm, VmEnded, VmSpec};
+
+/// QEMU's `-numa` limit; beyond it the enclave gets fresh RAM instead of the donated runs.
+const MAX_NUMA_NODES: usize = 64;
+
+/// How the VM backend runs enclaves.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// The QEMU to run.
+    pub qemu: Qemu,
+    /// How vCPUs run.
+    pub accel: Accel,
+    /// Where each VM's files go (kernel, initrd, sockets, QEMU's log).
+    pub state_dir: PathBuf,
+    /// How long a stopped VM has to end before it is killed.
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug)]
+struct Running {
+    vm: Vm,
+    cid: u64,
+    vsock: Served,
+    mux: Arc<ne_vsock::Mux>,
+}
+
+/// Boots enclaves as QEMU VMs.
+#[derive(Debug)]
+pub struct VmBackend {
+    config: VmConfig,
+    router: Arc<Router>,
+    notifier: Notifier,
+    spawner: Spawner,
+    running: BTreeMap<u64, Running>,
+    events: Arc<Mutex<VecDeque<HypervisorEvent>>>,
+    serial: AtomicU64,
+}
+
+fn refused(errno: i32, reason: String) -> StartRefused {
+    tracing::warn!("cannot boot the enclave: {reason}");
+    StartRefused { errno, reason }
+}
+
+impl VmBackend {
+    /// A backend booting enclaves with `config`, their vsock routed by `router`, signalling
+    /// `notifier` when a VM ends.
+    pub fn new(config: VmConfig, router: Arc<Router>, notifier: Notifier) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&config.state_dir)?;
+        Ok(VmBackend {
+            config,
+            router,
+            notifier,
+            spawner: Spawner::new()?,
+            running: BTreeMap::new(),
+            events: Arc::new(Mutex::new(VecDeque::new())),
+            serial: AtomicU64::new(0),
+        })
+    }
+
+    /// The router of the enclaves' vsock.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// The QEMU process of the enclave of `slot_uid`.
+    pub fn pid(&self, slot_uid: u64) -> Option<u32> {
+        self.running.get(&slot_uid).map(|r| r.vm.pid())
+    }
+
+    fn boot(&mut self, request: &StartRequest<'_>) -> Result<(), StartRefused> {
+        let enclave = request.enclave;
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .config
+            .state_dir
+            .join(format!("enclave-{}-{serial}", enclave.slot_uid));
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |e: std::io::Error| refused(EIO, format!("{what}: {e}"))
+        };
+        std::fs::create_dir_all(&dir).map_err(io("creating the VM's directory"))?;
+        let kernel = dir.join("kernel");
+        let initrd = dir.join("initrd");
+        std::fs::write(&kernel, request.image.kernel()).map_err(io("writing the kernel"))?;
+        let mut file = File::create(&initrd).map_err(io("writing the initrd"))?;
+        for ramdisk in request.image.ramdisks() {
+            file.write_all(ramdisk).map_err(io("writing the initrd"))?;
+        }
+        drop(file);
+        let ram = self.enclave_ram(request);
+        let mux = self
+            .router
+            .add_enclave(enclave.cid)
+            .map_err(|e| refused(EIO, format!("vsock for CID {}: {e}", enclave.cid)))?;
+        let vsock = ne_vsock::serve(&dir.join("vsock.sock"), Arc::clone(&mux)).map_err(|e| {
+            self.router.remove_enclave(enclave.cid, &mux);
+            refused(EIO, format!("the vsock device: {e}"))
+        })?;
+        let spec = VmSpec {
+            cid: enclave.cid,
+            vcpus: enclave.vcpus.len(),
+            ram,
+            kernel,
+            initrd,
+            cmdline: String::from_utf8_lossy(request.image.cmdline()).into_owned(),
+            vsock: Some(vsock.socket().to_owned()),
+            accel: self.config.accel,
+        };
+        let log = self
+            .log_file(enclave.slot_uid)
+            .map_err(io("opening QEMU's log"))?;
+        let ended = self.on_end(enclave.slot_uid, enclave.cid, Arc::clone(&mux));
+        let vm =
+            Vm::spawn(&self.config.qemu, &self.spawner, &spec, dir, log, ended).map_err(|e| {
+                vsock_down(&self.router, enclave.cid, &mux);
+                refused(EIO, format!("starting QEMU: {e}"))
+            })?;
+        tracing::info!(
+            slot = enclave.slot_uid,
+            cid = enclave.cid,
+            pid = vm.pid(),
+            vcpus = spec.vcpus,
+            memory_mib = spec.ram.size() >> 20,
+            accel = self.config.accel.name(),
+            "enclave VM started"
+        );
+        self.running.insert(
+            enclave.slot_uid,
+            Running {
+                vm,
+                cid: enclave.cid,
+                vsock,
+                mux,
+            },
+        );
+        Ok(())
+    }
+
+    /// QEMU's log for the enclave of `slot_uid`, kept after the VM ends.
+    fn log_file(&self, slot_uid: u64) -> std::io::Result<File> {
+        File::create(
+            self.config
+                .state_dir
+                .join(format!("enclave-{slot_uid}.log")),
+        )
+    }
+
+    /// The enclave's RAM: the donated regions in place, one run per contiguous stretch of
+    /// one file — or fresh RAM of the same size when they cannot be mapped.
+    fn enclave_ram(&self, request: &StartRequest<'_>) -> EnclaveRam {
+        let size = request.enclave.mem_size();
+        if !self.config.qemu.has_file_offset() {
+            tracing::warn!(
+                version = ?self.config.qemu.version,
+                "this QEMU lacks memory-backend-file offset=: the enclave gets fresh RAM of the same size, not the donated pages"
+            );
+            return EnclaveRam::Fresh { size };
+        }
+        match donated_runs(request.memory, request.enclave.regions) {
+            Some(runs) if runs.len() <= MAX_NUMA_NODES => EnclaveRam::Donated(runs),
+            Some(runs) => {
+                tracing::warn!(runs = runs.len(), "the donated memory is in too many pieces for NUMA nodes: the enclave gets fresh RAM");
+                EnclaveRam::Fresh { size }
+            }
+            None => {
+                tracing::warn!(
+                    "some donated memory has no file to map: the enclave gets fresh RAM"
+                );
+                EnclaveRam::Fresh { size }
+            }
+        }
+    }
+
+    /// What runs when the VM of `slot_uid` ends: unless the device stopped it, the device
+    /// hears that it exited or crashed.
+    fn on_end(
+        &self,
+        slot_uid: u64,
+        cid: u64,
+        mux: Arc<ne_vsock::Mux>,
+    ) -> impl FnOnce(VmEnded) + Send + 'static {
+        let events = Arc::clone(&self.events);
+        let notifier = self.notifier.clone();
+        let router = Arc::clone(&self.router);
+        move |ended: VmEnded| {
+            vsock_down(&router, cid, &mux);
+            if ended.requested {
+                return;
+            }
+            tracing::info!(slot = slot_uid, cid, reason = ?ended.reason, "enclave VM ended");
+            events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push_back(HypervisorEvent::Stopped {
+                    slot_uid,
+                    reason: ended.reason,
+                });
+            notifier.notify();
+        }
+    }
+}
+
+/// Tears an enclave's vsock down (only its own: a new enclave may have its CID already).
+fn vsock_down(router: &Router, cid: u64, mux: &Arc<ne_vsock::Mux>) {
+    router.remove_enclave(cid, mux);
+}
+
+/// The donated regions as runs of files: adjacent regions that continue the same file
+/// merge. `None` if a region has no file behind it.
+pub fn donated_runs(
+    memory: &ParentMemory,
+    regions: &[ne_device::MemRegion],
+) -> Option<Vec<MemoryRun>> {
+    let mut runs: Vec<MemoryRun> = Vec::new();
+    for region in regions {
+        let mut at = region.paddr;
+        let end = region.end();
+        while at < end {
+            let (backing, room) = memory.backing(at)?;
+            let file = backing.file?;
+            let size = room.min(end - at);
+            match runs.last_mut() {
+                Some(last)
+                    if Arc::ptr_eq(&last.file, &file)
+                        && last.offset + last.size == backing.offset =>
+                {
+                    last.size += size;
+                }
+                _ => runs.push(MemoryRun {
+                    file,
+                    offset: backing.offset,
+                    size,
+                }),
+            }
+            at += size;
+        }
+    }
+    Some(runs)
+}
+
+impl Backend for VmBackend {
+    fn start(&mut self, request: &StartRequest<'_>) -> Result<StartProgress, StartRefused> {
+        if request.image.arm64 {
+            return Err(refused(
+                ENOEXEC,
+                "the image is for arm64; this backend boots x86-64 enclaves".to_owned(),
+            ));
+        }
+        self.boot(request)?;
+        Ok(StartProgress::Started)
+    }
+
+    fn stop(&mut self, slot_uid: u64) {
+        if let Some(running) = self.running.remove(&slot_uid) {
+            tracing::info!(
+                slot = slot_uid,
+                cid = running.cid,
+                "stopping the enclave VM"
+            );
+            running.vm.stop(self.config.stop_grace);
+            vsock_down(&self.router, running.cid, &running.mux);
+            running.vsock.shutdown();
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<HypervisorEvent> {
+        let event = self
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()?;
+        if let HypervisorEvent::Stopped { slot_uid, .. } = &event {
+            if let Some(running) = self.running.remove(slot_uid) {
+                running.vsock.shutdown();
+            }
+        }
+        Some(event)
+    }
+
+    fn end(&mut self, slot_uid: u64, crash: bool) -> bool {
+        let Some(running) = self.running.get(&slot_uid) else {
+            return false;
+        };
+        if crash {
+            running.vm.kill();
+        } else {
+            running.vm.terminate();
+        }
+        true
+    }
+
+    fn console(&self, slot_uid: u64) -> Option<Console> {
+        self.running.get(&slot_uid).map(|r| r.vm.console().clone())
+    }
+
+    fn describe(&self, slot_uid: u64) -> Vec<(&'static str, String)> {
+        self.running
+            .get(&slot_uid)
+            .map(|running| {
+                vec![
+                    ("Backend", "vm".to_owned()),
+                    ("Pid", running.vm.pid().to_string()),
+                    ("Accel", self.config.accel.name().to_owned()),
+                ]
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for VmBackend {
+    fn drop(&mut self) {
+        let slots: Vec<u64> = self.running.keys().copied().collect();
+        for slot in slots {
+            self.stop(slot);
+        }
+    }
+}

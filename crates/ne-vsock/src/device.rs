@@ -1,0 +1,306 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The vhost-user-vsock device of one enclave, on rust-vmm's `vhost-user-backend`: QEMU's
+//! `vhost-user-vsock-pci` connects to its socket; the device reads the TX queue into the
+//! enclave's [`Mux`] and fills the RX queue from it.
+//!
+//! What QEMU 11.1 needs of it: the `CONFIG` protocol feature (it reads the 8-byte
+//! `guest_cid` once, before the guest runs), `VIRTIO_F_VERSION_1`, and two queues (RX 0,
+//! TX 1; QEMU keeps the event queue). `EVENT_IDX` is not offered.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_queue::QueueT;
+use virtio_vsock::packet::VsockPacket;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use crate::mux::Mux;
+use crate::packet::{Header, HEADER_BYTES};
+
+/// The RX queue.
+const RX_QUEUE: u16 = 0;
+/// The TX queue.
+const TX_QUEUE: u16 = 1;
+/// Queues the device has (QEMU keeps the event queue).
+const NUM_QUEUES: usize = 2;
+/// The largest queue.
+const MAX_QUEUE_SIZE: usize = 256;
+/// The event id of the mux's "packets are waiting" eventfd (ids up to `NUM_QUEUES` are the
+/// library's).
+const MUX_EVENT: u16 = 3;
+const _: () = assert!(MUX_EVENT as usize > NUM_QUEUES);
+/// The largest data buffer of one packet.
+const MAX_PKT_DATA: u32 = 64 * 1024;
+
+type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
+
+#[derive(Debug)]
+struct Inner {
+    mux: Arc<Mux>,
+    memory: Mutex<Option<Memory>>,
+}
+
+/// One enclave's vsock device. Clones share it.
+#[derive(Clone, Debug)]
+pub struct VsockDevice {
+    inner: Arc<Inner>,
+}
+
+impl VsockDevice {
+    /// The device of the enclave whose connections `mux` holds.
+    pub fn new(mux: Arc<Mux>) -> Self {
+        VsockDevice {
+            inner: Arc::new(Inner {
+                mux,
+                memory: Mutex::new(None),
+            }),
+        }
+    }
+
+    fn memory(&self) -> Option<Memory> {
+        self.inner
+            .memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes the enclave's packets from the TX queue.
+    fn process_tx(&self, vring: &VringRwLock) -> io::Result<()> {
+        let Some(memory) = self.memory() else {
+            return Ok(());
+        };
+        loop {
+            let chain = vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(memory.memory());
+            let Some(mut chain) = chain else { break };
+            let head = chain.head_index();
+            let guard = memory.memory();
+            match VsockPacket::from_tx_virtq_chain(&*guard, &mut chain, MAX_PKT_DATA) {
+                Ok(packet) => {
+                    let mut raw = [0u8; HEADER_BYTES];
+                    packet.header_slice().copy_to(&mut raw[..]);
+                    let header = Header::decode(&raw);
+                    let data = match packet.data_slice() {
+                        Some(slice) => {
+                            let len = slice.len().min(header.len as usize);
+                            let mut data = vec![0u8; len];
+                            slice.copy_to(&mut data[..]);
+                            data
+                        }
+                        None => Vec::new(),
+                    };
+                    self.inner.mux.guest_packet(&header, &data);
+                }
+                Err(e) => tracing::debug!(cid = self.inner.mux.cid(), "malformed TX chain: {e}"),
+            }
+            vring
+                .add_used(head, 0)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        vring.signal_used_queue()
+    }
+
+    /// Fills the RX queue with what waits for the enclave.
+    fn process_rx(&self, vring: &VringRwLock) -> io::Result<()> {
+        let Some(memory) = self.memory() else {
+            return Ok(());
+        };
+        let mut used = false;
+        while self.inner.mux.has_packets() {
+            let chain = vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(memory.memory());
+            let Some(mut chain) = chain else { break };
+            let head = chain.head_index();
+            let guard = memory.memory();
+            let written = match VsockPacket::from_rx_virtq_chain(&*guard, &mut chain, MAX_PKT_DATA)
+            {
+                Ok(buffer) => {
+                    let room = buffer.data_slice().map_or(0, |slice| slice.len());
+                    match self.inner.mux.next_packet(room) {
+                        Some(packet) => {
+                            buffer.header_slice().copy_from(&packet.header.encode()[..]);
+                            if let Some(slice) = buffer.data_slice() {
+                                slice.copy_from(&packet.data[..]);
+                            }
+                            HEADER_BYTES + packet.data.len()
+                        }
+                        None => 0,
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(cid = self.inner.mux.cid(), "malformed RX chain: {e}");
+                    0
+                }
+            };
+            vring
+                .add_used(head, u32::try_from(written).unwrap_or(0))
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            used = true;
+            if written == 0 {
+                break;
+            }
+        }
+        if used {
+            vring.signal_used_queue()?;
+        }
+        Ok(())
+    }
+}
+
+impl VhostUserBackend for VsockDevice {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {}
+
+    /// `struct virtio_vsock_config`: the little-endian 64-bit `guest_cid`.
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let config = self.inner.mux.cid().to_le_bytes();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(size).unwrap_or(0));
+        config
+            .get(start..end)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    fn update_memory(&self, memory: Memory) -> io::Result<()> {
+        *self
+            .inner
+            .memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(memory);
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        let (Some(rx), Some(tx)) = (
+            vrings.get(usize::from(RX_QUEUE)),
+            vrings.get(usize::from(TX_QUEUE)),
+        ) else {
+            return Ok(());
+        };
+        match device_event {
+            TX_QUEUE => {
+                self.process_tx(tx)?;
+                self.process_rx(rx)
+            }
+            RX_QUEUE => self.process_rx(rx),
+            MUX_EVENT => {
+                let _ = self.inner.mux.kick_event().read();
+                self.process_rx(rx)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A served device: its socket, and the thread serving it.
+#[derive(Debug)]
+pub struct Served {
+    socket: PathBuf,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Served {
+    /// The vhost-user socket QEMU connects to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Ends the service: a front-end that never came is replaced by a connection that
+    /// closes at once, and the thread is joined once the front-end is gone.
+    pub fn shutdown(mut self) {
+        if let Some(thread) = self.thread.take() {
+            if !thread.is_finished() {
+                // Unblocks a listener still waiting for QEMU; harmless once QEMU connected.
+                let _ = UnixStream::connect(&self.socket);
+            }
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+}
+
+/// Listens on `socket` (before returning, so QEMU can connect at once) and serves the
+/// device of `mux` to the one front-end that connects, in a thread.
+pub fn serve(socket: &Path, mux: Arc<Mux>) -> io::Result<Served> {
+    let mut listener = Listener::new(socket, true).map_err(|e| io::Error::other(e.to_string()))?;
+    let device = VsockDevice::new(Arc::clone(&mux));
+    let name = format!("ne-vsock-{}", mux.cid());
+    let mut daemon = VhostUserDaemon::new(
+        name.clone(),
+        device,
+        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+    )
+    .map_err(|e| io::Error::other(e.to_string()))?;
+    for handler in daemon.get_epoll_handlers() {
+        handler
+            .register_listener(
+                mux.kick_event().as_raw_fd(),
+                EventSet::IN,
+                u64::from(MUX_EVENT),
+            )
+            .map_err(|e| io::Error::other(e.to_string()))?;
+    }
+    let thread = thread::Builder::new().name(name).spawn(move || {
+        match daemon.start(&mut listener) {
+            Ok(()) => {
+                if let Err(e) = daemon.wait() {
+                    tracing::debug!(cid = mux.cid(), "vhost-user front-end ended: {e}");
+                }
+            }
+            Err(e) => tracing::debug!(cid = mux.cid(), "no vhost-user front-end: {e}"),
+        }
+        for handler in daemon.get_epoll_handlers() {
+            handler.send_exit_event();
+        }
+        mux.close();
+    })?;
+    Ok(Served {
+        socket: socket.to_owned(),
+        thread: Some(thread),
+    })
+}

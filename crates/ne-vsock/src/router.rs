@@ -1,0 +1,264 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Routing as Nitro routes: an enclave reaches CID 3 (the parent) and nothing else; the
+//! parent reaches each enclave at its CID.
+//!
+//! On the parent's side (CID 3), a port is served either by a listener in this process
+//! ([`Router::listen`], e.g. nitro-cli's heartbeat on 9000) or, in the style of
+//! Firecracker's hybrid vsock, by a Unix socket `<dir>/<port>.sock` that someone listens
+//! on. The parent reaches an enclave from this process ([`Router::connect`]) or by
+//! connecting to `<dir>/enclave-<cid>.sock` and writing `CONNECT <port>\n`; the answer is
+//! `OK <host port>\n`, then the stream carries the connection.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::mux::{HostPorts, Mux};
+use crate::PARENT_CID;
+
+/// How long a `CONNECT` client may take to send its line.
+const CONNECT_LINE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest `CONNECT` line.
+const MAX_CONNECT_LINE: u64 = 64;
+/// How long a host-initiated connection waits for the enclave's answer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a routing request failed.
+#[derive(Debug, Error)]
+pub enum RouteError {
+    /// Another listener has the port.
+    #[error("Port {0} of the parent already has a listener")]
+    PortTaken(u32),
+    /// No enclave has the CID.
+    #[error("No enclave has CID {0}")]
+    NoSuchEnclave(u64),
+    /// An enclave already has the CID.
+    #[error("An enclave already has CID {0}")]
+    CidTaken(u64),
+    /// The enclave refused or did not answer.
+    #[error("The enclave at CID {cid} did not accept a connection on port {port}")]
+    Refused {
+        /// The enclave.
+        cid: u64,
+        /// The port.
+        port: u32,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A socket operation failed.
+    #[error("vsock routing failed")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    listeners: BTreeMap<u32, Sender<UnixStream>>,
+    enclaves: BTreeMap<u64, Arc<Mux>>,
+}
+
+/// The vsock routes of one parent: its ports, and its enclaves by CID.
+#[derive(Debug)]
+pub struct Router {
+    inner: Mutex<Inner>,
+    uds_dir: Option<PathBuf>,
+}
+
+/// A port of the parent listened on in this process. Dropping it closes the port.
+#[derive(Debug)]
+pub struct PortListener {
+    port: u32,
+    connections: Receiver<UnixStream>,
+    router: Weak<Router>,
+}
+
+impl PortListener {
+    /// The next connection from an enclave, waiting at most `timeout`.
+    pub fn accept(&self, timeout: Duration) -> Option<UnixStream> {
+        self.connections.recv_timeout(timeout).ok()
+    }
+
+    /// The port.
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+}
+
+impl Drop for PortListener {
+    fn drop(&mut self) {
+        if let Some(router) = self.router.upgrade() {
+            router.lock().listeners.remove(&self.port);
+        }
+    }
+}
+
+/// The router as the enclaves' muxes see it: without keeping it alive.
+struct Ports(Weak<Router>);
+
+impl HostPorts for Ports {
+    fn open(&self, host_cid: u64, port: u32, _guest_cid: u64) -> Option<UnixStream> {
+        if host_cid != PARENT_CID {
+            return None;
+        }
+        self.0.upgrade()?.open_parent_port(port)
+    }
+}
+
+impl Router {
+    /// A router whose Unix sockets (if any) live in `uds_dir`.
+    pub fn new(uds_dir: Option<PathBuf>) -> Arc<Router> {
+        Arc::new(Router {
+            inner: Mutex::new(Inner::default()),
+            uds_dir,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The directory of the hybrid Unix sockets.
+    pub fn uds_dir(&self) -> Option<&Path> {
+        self.uds_dir.as_deref()
+    }
+
+    /// Listens on `port` of the parent (CID 3) in this process.
+    pub fn listen(self: &Arc<Self>, port: u32) -> Result<PortListener, RouteError> {
+        let mut inner = self.lock();
+        if inner.listeners.contains_key(&port) {
+            return Err(RouteError::PortTaken(port));
+        }
+        let (sender, connections) = channel();
+        inner.listeners.insert(port, sender);
+        Ok(PortListener {
+            port,
+            connections,
+            router: Arc::downgrade(self),
+        })
+    }
+
+    /// A stream for a new connection from an enclave to `port` of the parent.
+    fn open_parent_port(&self, port: u32) -> Option<UnixStream> {
+        let listener = self.lock().listeners.get(&port).cloned();
+        if let Some(listener) = listener {
+            let (ours, theirs) = UnixStream::pair().ok()?;
+            return listener.send(theirs).ok().map(|()| ours);
+        }
+        let path = self.uds_dir.as_ref()?.join(format!("{port}.sock"));
+        UnixStream::connect(path).ok()
+    }
+
+    /// Adds the enclave at `cid`: its connections, and (with a socket directory) its
+    /// `CONNECT` socket.
+    pub fn add_enclave(self: &Arc<Self>, cid: u64) -> Result<Arc<Mux>, RouteError> {
+        let mut inner = self.lock();
+        if inner.enclaves.contains_key(&cid) {
+            return Err(RouteError::CidTaken(cid));
+        }
+        let mux = Mux::new(cid, Arc::new(Ports(Arc::downgrade(self))))?;
+        if let Some(dir) = &self.uds_dir {
+            std::fs::create_dir_all(dir)?;
+            serve_connect_socket(&dir.join(format!("enclave-{cid}.sock")), &mux)?;
+        }
+        inner.enclaves.insert(cid, Arc::clone(&mux));
+        Ok(mux)
+    }
+
+    /// Removes the enclave at `cid` if its connections are `mux` (a new enclave may have
+    /// taken the CID since): every connection is torn down.
+    pub fn remove_enclave(&self, cid: u64, mux: &Arc<Mux>) {
+        mux.close();
+        let mut inner = self.lock();
+        if inner
+            .enclaves
+            .get(&cid)
+            .is_some_and(|m| Arc::ptr_eq(m, mux))
+        {
+            inner.enclaves.remove(&cid);
+            if let Some(dir) = &self.uds_dir {
+                let _ = std::fs::remove_file(dir.join(format!("enclave-{cid}.sock")));
+            }
+        }
+    }
+
+    /// Connects this process to `port` of the enclave at `cid`.
+    pub fn connect(
+        &self,
+        cid: u64,
+        port: u32,
+        timeout: Duration,
+    ) -> Result<UnixStream, RouteError> {
+        let mux = self
+            .lock()
+            .enclaves
+            .get(&cid)
+            .cloned()
+            .ok_or(RouteError::NoSuchEnclave(cid))?;
+        let (ours, theirs) = UnixStream::pair()?;
+        let answer = mux.connect(port, theirs, |_| Vec::new())?;
+        let refused = |source| RouteError::Refused { cid, port, source };
+        match answer.recv_timeout(timeout) {
+            Ok(Ok(_)) => Ok(ours),
+            Ok(Err(e)) => Err(refused(e)),
+            Err(_) => Err(refused(io::Error::from(io::ErrorKind::TimedOut))),
+        }
+    }
+}
+
+/// Serves `CONNECT <port>\n` on `path` for the enclave of `mux`, until the enclave goes.
+fn serve_connect_socket(path: &Path, mux: &Arc<Mux>) -> io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    let mux = Arc::downgrade(mux);
+    thread::Builder::new()
+        .name("ne-vsock-connect".to_owned())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Some(mux) = mux.upgrade() else { return };
+                if mux.is_closed() {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let _ = thread::Builder::new()
+                    .name("ne-vsock-connect".to_owned())
+                    .spawn(move || handle_connect(&mux, stream));
+            }
+        })?;
+    Ok(())
+}
+
+/// One `CONNECT <port>\n` client.
+fn handle_connect(mux: &Mux, stream: UnixStream) {
+    let _ = stream.set_read_timeout(Some(CONNECT_LINE_TIMEOUT));
+    let mut line = String::new();
+    let read = stream
+        .try_clone()
+        .and_then(|s| BufReader::new(s.take(MAX_CONNECT_LINE)).read_line(&mut line));
+    let port = read
+        .ok()
+        .and_then(|_| line.trim_end().strip_prefix("CONNECT "))
+        .and_then(|port| port.trim().parse::<u32>().ok());
+    let Some(port) = port else {
+        let mut stream = stream;
+        let _ = stream.write_all(b"ERROR expected CONNECT <port>\n");
+        return;
+    };
+    let _ = stream.set_read_timeout(None);
+    let Ok(answer) = stream.try_clone().and_then(|host| {
+        mux.connect(port, host, |host_port| {
+            format!("OK {host_port}\n").into_bytes()
+        })
+    }) else {
+        return;
+    };
+    // On refusal the stream is simply closed, as Firecracker does.
+    let _ = answer.recv_timeout(CONNECT_TIMEOUT);
+    drop(stream);
+}
