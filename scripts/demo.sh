@@ -1,22 +1,42 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# The main job on the embedded default: builds nectl, makes an EIF from examples/hello,
-# runs it as an enclave on the emulated parent, prints nitro-cli's JSON for it, then
-# terminates it and stops the parent. Nothing outside a temporary directory is touched.
+# The main job on the embedded default: builds the hello enclave (Debian's cloud kernel,
+# the project's init and a small application), boots it as a VM on the emulated parent,
+# shows the line it prints on its console, talks to it over vsock from the parent's side,
+# describes it and terminates it.
+#
+# The first run downloads QEMU and the kernel from Debian's archive (about 100 MB, no root
+# needed) into $NE_CACHE (default ~/.cache/ne); later runs reuse them. The image stays in
+# target/enclave/hello.eif for you to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet --locked -p ne-cli
+say() { printf '\n== %s\n' "$*"; }
+
+say "building the hello enclave (provisions QEMU and the kernel on first use)"
+eif=$(scripts/build-hello.sh)
 nectl=$PWD/target/debug/nectl
 work=$(mktemp -d)
 export NECTL_SOCKET=$work/parent.sock
 trap '"$nectl" parent stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
-step() { printf '\n$ nectl %s\n' "$*"; "$nectl" "$@"; }
+step() {
+    printf '\n$ nectl'
+    printf ' %q' "$@"
+    printf '\n'
+    "$nectl" "$@"
+}
 
-step build-eif --kernel examples/hello/kernel --cmdline "console=ttyS0 quiet" \
-    --ramdisk examples/hello/init --output "$work/hello.eif"
-step describe-eif --eif-path "$work/hello.eif"
-step run-enclave --eif-path "$work/hello.eif" --cpu-count 2 --memory 128 --enclave-name hello
+step describe-eif --eif-path "$eif"
+say "booting it (under software emulation this takes a few seconds; nectl waits for the enclave's heartbeat)"
+step run-enclave --eif-path "$eif" --cpu-count 2 --memory 256 --enclave-name hello --debug-mode
+cid=$("$nectl" describe-enclaves | sed -n 's/.*"EnclaveCID": \([0-9]*\).*/\1/p' | head -1)
+
+say "its console, as the enclave's kernel and init printed it"
+step console --enclave-name hello --disconnect-timeout 1 | tail -n 4
+
+say "talking to it over vsock: CID $cid, port 5005"
+echo "greetings from the parent" | step connect --enclave-cid "$cid" --port 5005
+
 step describe-enclaves
 step terminate-enclave --enclave-name hello
 step describe-enclaves

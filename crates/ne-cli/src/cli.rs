@@ -101,6 +101,18 @@ enum Command {
     DescribeEnclaves,
     /// Terminate enclaves.
     TerminateEnclave(TerminateArgs),
+    /// Print the console of a debug-mode enclave until it ends (or the timeout passes).
+    Console(ConsoleArgs),
+    /// Connect stdin and stdout to a vsock port of an enclave, from the parent's side
+    /// (through the parent's `vsock/enclave-<cid>.sock`, Firecracker's hybrid vsock).
+    Connect {
+        /// The enclave's CID.
+        #[arg(long)]
+        enclave_cid: u64,
+        /// The port in the enclave.
+        #[arg(long)]
+        port: u32,
+    },
     /// Validate an EIF and print its measurements and metadata.
     DescribeEif {
         /// The EIF file.
@@ -229,6 +241,38 @@ struct RunArgs {
     /// A name for the enclave (default: the EIF's file name without extension).
     #[arg(long)]
     enclave_name: Option<String>,
+    /// Once it runs, print its console until it ends (needs --debug-mode).
+    #[arg(long, requires = "debug_mode")]
+    attach_console: bool,
+}
+
+#[derive(Debug, Args)]
+struct ConsoleArgs {
+    #[command(flatten)]
+    enclave: EnclaveSelector,
+    /// Stop printing after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    disconnect_timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct EnclaveSelector {
+    /// The enclave's ID, as describe-enclaves prints it.
+    #[arg(long)]
+    enclave_id: Option<String>,
+    /// The enclave's name.
+    #[arg(long)]
+    enclave_name: Option<String>,
+}
+
+impl EnclaveSelector {
+    fn id_or_name(&self) -> String {
+        self.enclave_id
+            .clone()
+            .or_else(|| self.enclave_name.clone())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -311,6 +355,14 @@ struct ParentRunArgs {
     max_enclaves: usize,
 }
 
+/// Prints `value` as nitro-cli prints its JSON.
+pub fn print_json(value: &Value) {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    // A reader that went away (`| head`) is not an error of ours.
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
 /// Runs a parsed command; `Some` is JSON to print.
 pub fn run(cli: Cli) -> Result<Option<Value>> {
     let socket = socket_path(cli.socket.as_deref());
@@ -320,7 +372,26 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
         accel: cli.accel,
     };
     match cli.command {
-        Command::RunEnclave(args) => run_enclave(&socket, &start, args).map(Some),
+        Command::RunEnclave(args) => {
+            let attach = args.attach_console;
+            let ran = run_enclave(&socket, &start, args)?;
+            if !attach {
+                return Ok(Some(ran));
+            }
+            print_json(&ran);
+            let id = ran["EnclaveID"].as_str().unwrap_or_default().to_owned();
+            crate::parent::client::console(&socket, &id, None).map(|()| None)
+        }
+        Command::Connect { enclave_cid, port } => {
+            let dir = socket.parent().unwrap_or(Path::new("."));
+            crate::vsock_connect::connect(&dir.join("vsock"), enclave_cid, port).map(|()| None)
+        }
+        Command::Console(args) => crate::parent::client::console(
+            &socket,
+            &args.enclave.id_or_name(),
+            args.disconnect_timeout.map(Duration::from_secs),
+        )
+        .map(|()| None),
         Command::DescribeEnclaves => describe_enclaves(&socket).map(Some),
         Command::TerminateEnclave(args) => {
             let target = match (args.enclave_id, args.enclave_name) {

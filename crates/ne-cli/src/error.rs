@@ -43,6 +43,8 @@ pub enum Code {
     ParentConnection,
     /// E40: no enclave has the ID or name given.
     NoSuchEnclave,
+    /// E44: the enclave's console cannot be reached (a production enclave has none).
+    ConsoleConnection,
     /// E48: the EIF could not be built.
     EifBuilding,
     /// E58: the enclave name is taken.
@@ -51,7 +53,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for `nectl explain`.
-    pub const ALL: [Code; 19] = [
+    pub const ALL: [Code; 20] = [
         Code::InvalidArgument,
         Code::FileOperation,
         Code::InvalidCpuConfiguration,
@@ -69,6 +71,7 @@ impl Code {
         Code::EnclaveBoot,
         Code::ParentConnection,
         Code::NoSuchEnclave,
+        Code::ConsoleConnection,
         Code::EifBuilding,
         Code::EnclaveNaming,
     ];
@@ -93,6 +96,7 @@ impl Code {
             Code::EnclaveBoot => "E36",
             Code::ParentConnection => "E39",
             Code::NoSuchEnclave => "E40",
+            Code::ConsoleConnection => "E44",
             Code::EifBuilding => "E48",
             Code::EnclaveNaming => "E58",
         }
@@ -118,6 +122,7 @@ impl Code {
             Code::EnclaveBoot => "The hypervisor refused to boot the image it found in enclave memory (ENOEXEC): the message says what is wrong with it. Rebuild it with `nectl build-eif` and check it with `nectl describe-eif`.",
             Code::ParentConnection => "The emulated parent (the background process holding the enclaves) could not be reached or started. Its socket and log are named in the message.",
             Code::NoSuchEnclave => "No enclave has the ID or name given. `nectl describe-enclaves` lists them.",
+            Code::ConsoleConnection => "The enclave's console cannot be reached. Only enclaves started with --debug-mode have one, served by the hypervisor at CID 0, port 10000 + the enclave's CID.",
             Code::EifBuilding => "The EIF could not be built from the kernel, command line and ramdisks given.",
             Code::EnclaveNaming => "Another enclave already has that name. Choose another --enclave-name.",
         }

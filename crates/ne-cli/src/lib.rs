@@ -11,3 +11,4 @@ pub mod files;
 pub mod json;
 pub mod parent;
 pub mod paths;
+pub mod vsock_connect;

@@ -3,7 +3,6 @@
 //! parent instance that runs anywhere.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,9 +12,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(Some(value)) => {
-            let text = serde_json::to_string_pretty(&value).unwrap_or_default();
-            // A reader that went away (`| head`) is not an error of ours.
-            let _ = writeln!(std::io::stdout(), "{text}");
+            cli::print_json(&value);
             ExitCode::SUCCESS
         }
         Ok(None) => ExitCode::SUCCESS,

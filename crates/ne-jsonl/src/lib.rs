@@ -7,7 +7,8 @@
 //! and every read and write has a deadline, so a peer that sends half a line and waits,
 //! or never reads, costs one connection for a bounded time and blocks nobody else.
 //! [`Server`] serves each connection on its own thread, at most
-//! [`Limits::max_connections`] at once; the next ones are answered with a refusal.
+//! [`Limits::max_connections`] at once; the next ones are answered with a refusal. A
+//! handler may keep a connection open after its answer ([`Outcome::Stream`]).
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -146,13 +147,25 @@ pub struct Server {
     limits: Limits,
 }
 
-/// What a handler is given besides the request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What happens after a handler's answer is written.
 pub enum Outcome {
-    /// Keep serving.
+    /// The connection closes; the server goes on.
     Continue,
-    /// Stop the server after this answer.
+    /// The connection closes and the server stops.
     Stop,
+    /// The connection stays open and is handed over, without timeouts, to this function
+    /// (for a stream that follows the answer, such as an enclave's console).
+    Stream(Box<dyn FnOnce(UnixStream) + Send>),
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Continue => "Continue",
+            Outcome::Stop => "Stop",
+            Outcome::Stream(_) => "Stream",
+        })
+    }
 }
 
 impl Server {
@@ -200,9 +213,9 @@ impl Server {
             let spawned = thread::Builder::new()
                 .name("ne-jsonl".to_owned())
                 .spawn(move || {
-                    let outcome = serve_connection(&stream, &limits, handle.as_ref());
+                    let stop = serve_connection(&stream, &limits, handle.as_ref());
                     active_now.fetch_sub(1, Ordering::SeqCst);
-                    if outcome == Outcome::Stop {
+                    if stop {
                         let _ = stop_tx.send(());
                         // Wake the accept loop so it sees the stop.
                         if let Ok(addr) = stream.local_addr() {
@@ -220,7 +233,8 @@ impl Server {
     }
 }
 
-fn serve_connection<Req, Resp, H>(stream: &UnixStream, limits: &Limits, handle: &H) -> Outcome
+/// Serves one connection; true if the server should stop.
+fn serve_connection<Req, Resp, H>(stream: &UnixStream, limits: &Limits, handle: &H) -> bool
 where
     Req: DeserializeOwned,
     Resp: Serialize,
@@ -236,8 +250,20 @@ where
     let (response, outcome) = handle(request);
     if let Err(e) = write_response(stream, &response) {
         tracing::debug!("cannot answer: {e}");
+        return matches!(outcome, Outcome::Stop);
     }
-    outcome
+    match outcome {
+        Outcome::Continue => false,
+        Outcome::Stop => true,
+        Outcome::Stream(follow) => {
+            let _ = stream.set_read_timeout(None);
+            let _ = stream.set_write_timeout(None);
+            if let Ok(stream) = stream.try_clone() {
+                follow(stream);
+            }
+            false
+        }
+    }
 }
 
 fn write_response<Resp: Serialize>(stream: &UnixStream, response: &Resp) -> io::Result<()> {

@@ -25,6 +25,9 @@ pub enum HeartbeatError {
     /// The enclave connected but sent something else, or nothing.
     #[error("The enclave sent {0:?} instead of the heartbeat byte 0xb7")]
     WrongByte(Option<u8>),
+    /// The enclave stopped (powered off, crashed) before its heartbeat.
+    #[error("The enclave stopped before it sent its heartbeat")]
+    Stopped,
     /// The connection failed.
     #[error("The heartbeat connection failed")]
     Io(#[from] io::Error),

@@ -56,6 +56,11 @@ pub trait ParentInstance: Send + Sync {
     /// parent has no vsock).
     fn heartbeat(&self) -> std::io::Result<Option<HeartbeatListener>>;
 
+    /// What the backend says of the enclave of `slot_uid` (its process, its accelerator).
+    fn enclave_details(&self, _slot_uid: u64) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
     /// The console of the enclave of `slot_uid`, where this parent can see it.
     fn console(&self, _slot_uid: u64) -> Option<Console> {
         None

@@ -379,4 +379,8 @@ impl ParentInstance for Parent {
     fn console(&self, slot_uid: u64) -> Option<Console> {
         self.device().hypervisor().backend().console(slot_uid)
     }
+
+    fn enclave_details(&self, slot_uid: u64) -> Vec<(&'static str, String)> {
+        self.device().hypervisor().backend().describe(slot_uid)
+    }
 }

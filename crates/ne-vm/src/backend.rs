@@ -123,6 +123,7 @@ impl VmBackend {
             initrd,
             cmdline: String::from_utf8_lossy(request.image.cmdline()).into_owned(),
             vsock: Some(vsock.socket().to_owned()),
+            qmp: dir.join("qmp.sock"),
             accel: self.config.accel,
         };
         let log = self

@@ -18,6 +18,7 @@
 
 mod backend;
 mod qemu;
+mod qmp;
 mod vm;
 
 pub use backend::{donated_runs, VmBackend, VmConfig};

@@ -71,6 +71,8 @@ pub struct VmSpec {
     pub cmdline: String,
     /// The vhost-user socket of its vsock device.
     pub vsock: Option<PathBuf>,
+    /// The QMP socket QEMU waits on at start: how the supervisor learns why the VM ended.
+    pub qmp: PathBuf,
     /// How its vCPUs run.
     pub accel: Accel,
 }
@@ -136,6 +138,15 @@ pub fn arguments(qemu: &Qemu, spec: &VmSpec) -> Vec<OsString> {
         "none".into(),
         "-no-reboot".into(),
     ]);
+    args.extend([
+        "-chardev".into(),
+        format!(
+            "socket,id=qmp,path={},server=on,wait=on",
+            path_str(&spec.qmp)
+        ),
+        "-mon".into(),
+        "chardev=qmp,mode=control".into(),
+    ]);
     if qemu.has_exit_with_parent() {
         args.extend(["-run-with".into(), "exit-with-parent=on".into()]);
     }
@@ -191,9 +202,15 @@ impl Spawner {
     }
 }
 
-/// How a VM ended, as the device reports it.
-pub fn stop_reason(status: ExitStatus, panicked: bool) -> StopReason {
-    if status.success() && !panicked {
+/// How a VM ended, as the device reports it: a clean exit after a power-off (or a host
+/// request) is an exit; a guest reset (a triple fault, a reboot after a panic), a panic
+/// seen on the console, a signal or a failing QEMU is a crash.
+pub fn stop_reason(status: ExitStatus, panicked: bool, shutdown: Option<&str>) -> StopReason {
+    let clean_cause = matches!(
+        shutdown,
+        Some("guest-shutdown" | "host-signal" | "host-qmp-quit") | None
+    );
+    if status.success() && !panicked && clean_cause {
         StopReason::Exited
     } else {
         StopReason::Crashed
@@ -262,9 +279,12 @@ impl Vm {
         let supervised_console = console.clone();
         let supervised_stop = Arc::clone(&stopping);
         let supervised_dir = dir.clone();
+        let qmp_path = spec.qmp.clone();
+        let qmp_pidfd = Arc::clone(&pidfd);
         thread::Builder::new()
             .name(format!("ne-vm-{pid}"))
             .spawn(move || {
+                let shutdown = crate::qmp::watch(&qmp_path, &qmp_pidfd);
                 let status = child.wait();
                 // The console has everything QEMU printed once its pipe ends: a panic
                 // printed just before the exit is seen.
@@ -273,8 +293,11 @@ impl Vm {
                 }
                 supervised_console.close();
                 let _ = std::fs::remove_dir_all(&supervised_dir);
+                let shutdown = shutdown.join().ok().flatten();
                 let reason = match status {
-                    Ok(status) => stop_reason(status, supervised_console.panicked()),
+                    Ok(status) => {
+                        stop_reason(status, supervised_console.panicked(), shutdown.as_deref())
+                    }
                     Err(_) => StopReason::Crashed,
                 };
                 ended(VmEnded {
@@ -403,6 +426,7 @@ mod tests {
             initrd: PathBuf::from("/i"),
             cmdline: "console=ttyS0".to_owned(),
             vsock: Some(PathBuf::from("/v.sock")),
+            qmp: PathBuf::from("/q.sock"),
             accel: Accel::Tcg,
         };
         let args = joined(&arguments(&qemu(), &spec));
@@ -431,6 +455,7 @@ mod tests {
             initrd: PathBuf::from("/i"),
             cmdline: String::new(),
             vsock: None,
+            qmp: PathBuf::from("/q.sock"),
             accel: Accel::Kvm,
         };
         let old = Qemu {
@@ -444,23 +469,23 @@ mod tests {
     }
 
     #[test]
-    fn test_a_clean_exit_is_exited_and_anything_else_crashed() {
+    fn test_a_power_off_is_an_exit_and_a_reset_panic_signal_or_failure_a_crash() {
         use std::os::unix::process::ExitStatusExt;
+        let clean = ExitStatus::from_raw(0);
+        let power_off = Some("guest-shutdown");
+        assert_eq!(stop_reason(clean, false, power_off), StopReason::Exited);
         assert_eq!(
-            stop_reason(ExitStatus::from_raw(0), false),
+            stop_reason(clean, false, Some("host-signal")),
             StopReason::Exited
         );
         assert_eq!(
-            stop_reason(ExitStatus::from_raw(0), true),
+            stop_reason(clean, false, Some("guest-reset")),
             StopReason::Crashed
         );
-        assert_eq!(
-            stop_reason(ExitStatus::from_raw(9), false),
-            StopReason::Crashed
-        );
-        assert_eq!(
-            stop_reason(ExitStatus::from_raw(1 << 8), false),
-            StopReason::Crashed
-        );
+        assert_eq!(stop_reason(clean, true, power_off), StopReason::Crashed);
+        let killed = ExitStatus::from_raw(9);
+        assert_eq!(stop_reason(killed, false, power_off), StopReason::Crashed);
+        let failed = ExitStatus::from_raw(1 << 8);
+        assert_eq!(stop_reason(failed, false, None), StopReason::Crashed);
     }
 }

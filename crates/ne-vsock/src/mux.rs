@@ -524,13 +524,14 @@ impl Mux {
         true
     }
 
-    /// The host closed its end of `key`: the enclave reads end of stream.
+    /// The host will send no more on `key` (it closed, or shut down its writing half):
+    /// the enclave reads end of stream, and may still send until it closes.
     fn host_closed(&self, key: ConnKey) {
         let mut inner = self.lock();
         if !inner.conns.contains_key(&key) {
             return;
         }
-        let queued = push_control(&mut inner, key, Op::Shutdown, SHUTDOWN_RCV | SHUTDOWN_SEND);
+        let queued = push_control(&mut inner, key, Op::Shutdown, SHUTDOWN_SEND);
         drop(inner);
         if queued {
             self.notify();

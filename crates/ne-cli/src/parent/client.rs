@@ -68,6 +68,7 @@ fn spawn_parent(socket: &Path, start: ParentStart) -> Result<()> {
         .append(true)
         .open(log_path(socket))
         .map_err(|e| unreachable(socket, &format!("cannot open its log: {e}")))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().map_err(|e| unreachable(socket, &e.to_string()))?;
     let mut command = Command::new(exe);
     command.args(["parent", "run", "--socket"]).arg(socket);
@@ -86,8 +87,23 @@ fn spawn_parent(socket: &Path, start: ParentStart) -> Result<()> {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            // Another nectl may have started one at the same moment, which then owns the
-            // socket: give it a moment to listen before calling this a failure.
+            let said = log_since(&log_path(socket), log_start);
+            if !said.contains("already owns") {
+                // It failed by itself: say why at once, as it said it.
+                let why = said
+                    .lines()
+                    .filter(|line| !line.trim().is_empty() && !line.contains("more: nectl explain"))
+                    .map(|line| line.strip_prefix("nectl: error ").unwrap_or(line))
+                    .collect::<Vec<_>>()
+                    .join("\n  ");
+                return Err(CliError::new(
+                    Code::ParentConnection,
+                    format!("the parent process could not start ({status}): {why}"),
+                )
+                .hint(format!("its log is {}", log_path(socket).display())));
+            }
+            // Another nectl started one at the same moment, which owns the socket: give
+            // it a moment to listen.
             let grace = Instant::now() + LOSER_GRACE;
             while Instant::now() < grace {
                 if UnixStream::connect(socket).is_ok() {
@@ -103,4 +119,89 @@ fn spawn_parent(socket: &Path, start: ParentStart) -> Result<()> {
         thread::sleep(Duration::from_millis(20));
     }
     Err(unreachable(socket, "it did not start listening in time"))
+}
+
+/// What the log at `path` gained after `start` bytes (at most the last 4 KiB).
+fn log_since(path: &Path, start: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let end = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = start.max(end.saturating_sub(4096));
+    let mut text = String::new();
+    let _ = file
+        .seek(SeekFrom::Start(from))
+        .and_then(|_| file.take(4096).read_to_string(&mut text));
+    text
+}
+
+/// `nectl console`: streams the console of `enclave` (an ID or name) to stdout until the
+/// enclave ends, or `disconnect_timeout` passes.
+pub fn console(socket: &Path, enclave: &str, disconnect_timeout: Option<Duration>) -> Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let stream = UnixStream::connect(socket).map_err(|e| {
+        unreachable(socket, &e.to_string())
+            .hint("no parent runs there; `nectl run-enclave` starts one")
+    })?;
+    let request = Request::Console {
+        enclave: enclave.to_owned(),
+    };
+    let mut line = serde_json::to_vec(&request)
+        .map_err(|e| CliError::new(Code::InvalidArgument, e.to_string()))?;
+    line.push(b'\n');
+    (&stream)
+        .write_all(&line)
+        .map_err(|e| unreachable(socket, &e.to_string()))?;
+    let mut reader = BufReader::new(&stream);
+    let mut answer = String::new();
+    (&mut reader)
+        .take(protocol::limits().max_response_bytes)
+        .read_line(&mut answer)
+        .map_err(|e| unreachable(socket, &e.to_string()))?;
+    match serde_json::from_str(&answer) {
+        Ok(Response::Ok(_)) => {}
+        Ok(Response::Err(error)) => return Err(error),
+        Err(e) => return Err(unreachable(socket, &format!("unreadable answer ({e})"))),
+    }
+    eprintln!("Successfully connected to the console.");
+    let deadline = disconnect_timeout.map(|timeout| Instant::now() + timeout);
+    let mut stdout = std::io::stdout();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            let _ = stream.set_read_timeout(Some(left));
+        }
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                let shown = stdout
+                    .write_all(buf.get(..n).unwrap_or_default())
+                    .and_then(|()| stdout.flush());
+                if shown.is_err() {
+                    // The reader of our output went away (`| head`).
+                    return Ok(());
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(CliError::new(
+                    Code::ConsoleConnection,
+                    format!("reading the console failed: {e}"),
+                ))
+            }
+        }
+    }
 }

@@ -76,6 +76,12 @@ pub enum Request {
     },
     /// Describe the parent.
     Status,
+    /// Stream the console of a debug-mode enclave (its ID or name): after the answer
+    /// line, the console's bytes follow until the enclave ends.
+    Console {
+        /// Its ID or name.
+        enclave: String,
+    },
     /// Terminate every enclave and exit.
     Stop,
 }

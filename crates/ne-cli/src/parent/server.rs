@@ -12,6 +12,7 @@ use std::time::Duration;
 use ne_abi::errno::{ENOEXEC, ENOSPC};
 use ne_abi::NeError;
 use ne_driver::EnclaveFd;
+use ne_hypervisor::ConsoleReader;
 use ne_jsonl::Outcome;
 use ne_parent::{
     launch, CpuRequest, KernelParent, LaunchError, LaunchRequest, LaunchStep, Launched, Parent,
@@ -104,6 +105,15 @@ fn run<P: ParentInstance + 'static>(
     let serving = Arc::clone(&server);
     ne_jsonl::Server::new(listener, protocol::limits()).run(
         move |request: std::result::Result<Request, String>| {
+            if let Ok(Request::Console { enclave }) = &request {
+                return match serving.console(enclave) {
+                    Ok(reader) => (
+                        Response::Ok(json!({ "Console": true })),
+                        Outcome::Stream(Box::new(move |stream| pipe_console(reader, stream))),
+                    ),
+                    Err(error) => (Response::Err(error), Outcome::Continue),
+                };
+            }
             let stop = matches!(request, Ok(Request::Stop));
             let response = match request
                 .map_err(|why| CliError::new(Code::InvalidArgument, why))
@@ -193,6 +203,10 @@ impl<P: ParentInstance> Server<P> {
             Request::Terminate(target) => self.terminate(&target),
             Request::End { enclave, crash } => self.end(&enclave, crash),
             Request::Status => Ok(self.status()),
+            Request::Console { .. } => Err(CliError::new(
+                Code::InvalidArgument,
+                "the console is streamed, not answered",
+            )),
             Request::Stop => {
                 let all = self.terminate(&Target::All).unwrap_or(Value::Null);
                 Ok(json!({ "Stopped": true, "Terminated": all }))
@@ -352,6 +366,42 @@ impl<P: ParentInstance> Server<P> {
         })
     }
 
+    /// A reader of the console of the debug-mode enclave named or numbered `enclave`.
+    fn console(&self, enclave: &str) -> Result<ConsoleReader> {
+        let entries = self.entries();
+        let entry = entries
+            .iter()
+            .find(|e| e.id == enclave || e.name == enclave)
+            .ok_or_else(|| {
+                CliError::new(
+                    Code::NoSuchEnclave,
+                    format!("no enclave is named or numbered {enclave:?}"),
+                )
+                .hint("`nectl describe-enclaves` lists the enclaves")
+            })?;
+        if !entry.launched.debug {
+            return Err(CliError::new(
+                Code::ConsoleConnection,
+                format!(
+                    "enclave {} runs in production mode: its console is not available",
+                    entry.id
+                ),
+            )
+            .hint("only enclaves started with --debug-mode have a console"));
+        }
+        let console = self
+            .parent
+            .console(entry.launched.enclave.slot_uid())
+            .ok_or_else(|| {
+                CliError::new(
+                    Code::ConsoleConnection,
+                    format!("enclave {} has no console here", entry.id),
+                )
+                .hint("simulated enclaves (--backend sim) boot nothing and print nothing")
+            })?;
+        Ok(console.attach())
+    }
+
     fn end(&self, enclave: &str, crash: bool) -> Result<Value> {
         let entries = self.entries();
         let entry = entries
@@ -388,6 +438,21 @@ impl<P: ParentInstance> Server<P> {
             hugepages_free_mib,
             max_enclaves,
         } = self.parent.status();
+        let enclaves: Vec<Value> = self
+            .entries()
+            .iter()
+            .map(|entry| {
+                let mut details = serde_json::Map::new();
+                details.insert("EnclaveID".to_owned(), json!(entry.id));
+                for (key, value) in self
+                    .parent
+                    .enclave_details(entry.launched.enclave.slot_uid())
+                {
+                    details.insert(key.to_owned(), json!(value));
+                }
+                Value::Object(details)
+            })
+            .collect();
         json!({
             "ProcessID": std::process::id(),
             "Socket": self.socket,
@@ -400,6 +465,7 @@ impl<P: ParentInstance> Server<P> {
             "HugepagesTotalMiB": hugepages_total_mib,
             "HugepagesFreeMiB": hugepages_free_mib,
             "MaxEnclaves": max_enclaves,
+            "EnclaveBackends": enclaves,
         })
     }
 
@@ -468,6 +534,20 @@ impl<P: ParentInstance> Server<P> {
                 )
                 .hint("check that the image's init sends the heartbeat to CID 3, port 9000 (ne-init does), and the enclave's console (--debug-mode, `nectl console`)")
             }
+        }
+    }
+}
+
+/// Copies a console to a client: what it printed so far, then what it prints, until the
+/// enclave ends or the client goes away.
+fn pipe_console(reader: ConsoleReader, mut stream: std::os::unix::net::UnixStream) {
+    use std::io::Write;
+    if stream.write_all(&reader.history).is_err() {
+        return;
+    }
+    for chunk in reader.live {
+        if stream.write_all(&chunk).is_err() {
+            return;
         }
     }
 }
