@@ -158,17 +158,29 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Sends `line` to port 5005 of the enclave at `cid` and returns its answer.
+/// Sends `line` to port 5005 of the enclave at `cid` and returns its answer. The
+/// application listens only after the enclave's heartbeat, so a refused connection (the
+/// enclave answered RST) is tried again for a while, as a client would.
 fn ask(sandbox: &Sandbox, cid: u64, line: &str) -> String {
-    let stream = sandbox.connect(cid, 5005);
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut ok = String::new();
-    reader.read_line(&mut ok).unwrap();
-    assert!(ok.starts_with("OK "), "CONNECT answered {ok:?}");
-    writeln!(&stream, "{line}").unwrap();
-    let mut answer = String::new();
-    reader.read_line(&mut answer).unwrap();
-    answer.trim_end().to_owned()
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stream = sandbox.connect(cid, 5005);
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut ok = String::new();
+        reader.read_line(&mut ok).unwrap();
+        if !ok.starts_with("OK ") {
+            assert!(
+                Instant::now() < deadline,
+                "port 5005 of {cid} never accepted"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        writeln!(&stream, "{line}").unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        return answer.trim_end().to_owned();
+    }
 }
 
 /// The hello image with its application run as `/hello ARGS`: a second ramdisk whose `/cmd`
