@@ -141,8 +141,31 @@ enum Command {
     Parent(ParentCommand),
     /// Serve the NE device over vfio-user on --socket, for QEMU's `vfio-user-pci`.
     Serve(ServeArgs),
+    /// Measure, against the floor measured in the same run, and print JSON.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Inspect and steer a device that `nectl serve` runs, through its control socket.
     Device(DeviceArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// NE_START_ENCLAVE to heartbeat through the device and the VM backend, against QEMU
+    /// booting the same kernel and initrd directly (alternating, median and max).
+    Boot {
+        /// The image (an init that sends the heartbeat, e.g. target/enclave/hello.eif).
+        #[arg(long)]
+        eif_path: PathBuf,
+        /// Boots of each kind.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// vCPUs.
+        #[arg(long, default_value_t = 2)]
+        cpu_count: u32,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -419,6 +442,21 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
         Command::Parent(command) => parent(&socket, &start, command),
         Command::Serve(args) => serve(cli.socket.as_deref(), &args).map(|()| None),
         Command::Device(args) => device(&args).map(Some),
+        Command::Bench(BenchCommand::Boot {
+            eif_path,
+            runs,
+            cpu_count,
+            memory,
+        }) => {
+            init_logging();
+            crate::bench::boot(&crate::bench::BootBench {
+                eif: eif_path,
+                runs,
+                cpus: cpu_count,
+                memory_mib: memory,
+            })
+            .map(Some)
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`cli::run`].
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
 pub mod eif_cmds;
 pub mod error;

@@ -185,6 +185,8 @@ pub struct Launched<P: ParentInstance> {
     pub debug: bool,
     /// The image's PCRs.
     pub measurements: Measurements,
+    /// From `NE_START_ENCLAVE` to the heartbeat, when the enclave sent one.
+    pub boot_time: Option<Duration>,
 }
 
 impl<P: ParentInstance> Launched<P> {
@@ -271,9 +273,11 @@ pub fn launch<P: ParentInstance>(
     }
     let cpu_ids = add_cpus(&enclave, &request.cpus)?;
     let flags = if request.debug { ENCLAVE_DEBUG_MODE } else { 0 };
+    let started = Instant::now();
     let cid = enclave
         .start(flags, request.cid)
         .map_err(LaunchError::ioctl(LaunchStep::Start, "NE_START_ENCLAVE"))?;
+    let mut boot_time = None;
     if let Some(listener) = heartbeat {
         let timeout = heartbeat_timeout(request.eif.len() as u64);
         if let Err(source) = wait_heartbeat(&listener, &enclave, timeout) {
@@ -284,6 +288,7 @@ pub fn launch<P: ParentInstance>(
             let _ = enclave.release();
             return Err(LaunchError::NoHeartbeat { source, console });
         }
+        boot_time = Some(started.elapsed());
     }
     Ok(Launched {
         enclave,
@@ -293,6 +298,7 @@ pub fn launch<P: ParentInstance>(
         cid,
         debug: request.debug,
         measurements,
+        boot_time,
     })
 }
 
