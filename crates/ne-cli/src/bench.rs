@@ -117,7 +117,11 @@ pub fn boot(bench: &BootBench) -> Result<Value> {
     for _ in 0..bench.runs {
         let launched = launch(&parent, &request)
             .map_err(|e| failed("an enclave boot")(ne_hypervisor::error_chain(&e)))?;
-        through.push(launched.boot_time.ok_or_else(|| failed("an enclave boot")("no heartbeat timing".to_owned()))?);
+        through.push(
+            launched
+                .boot_time
+                .ok_or_else(|| failed("an enclave boot")("no heartbeat timing".to_owned()))?,
+        );
         launched
             .release()
             .map_err(|e| failed("terminating the enclave")(e.to_string()))?;
@@ -161,8 +165,11 @@ impl Direct {
         let kernel = dir.join("kernel");
         let initrd = dir.join("initrd");
         std::fs::write(&kernel, image.kernel()).map_err(io)?;
-        std::fs::write(&initrd, image.ramdisks().flatten().copied().collect::<Vec<u8>>())
-            .map_err(io)?;
+        std::fs::write(
+            &initrd,
+            image.ramdisks().flatten().copied().collect::<Vec<u8>>(),
+        )
+        .map_err(io)?;
         let qemu = Qemu::find().map_err(|e| failed("finding QEMU")(e.to_string()))?;
         let spec = VmSpec {
             cid: DIRECT_CID,
@@ -204,9 +211,16 @@ impl Direct {
         let log = std::fs::File::create(self.dir.join("qemu.log")).map_err(io)?;
         let (ended_tx, ended_rx) = channel();
         let started = Instant::now();
-        let vm = Vm::spawn(&self.qemu, &self.spawner, &self.spec, vm_dir, log, move |ended| {
-            let _ = ended_tx.send(ended);
-        })
+        let vm = Vm::spawn(
+            &self.qemu,
+            &self.spawner,
+            &self.spec,
+            vm_dir,
+            log,
+            move |ended| {
+                let _ = ended_tx.send(ended);
+            },
+        )
         .map_err(io)?;
         let heard = listener.wait(BOOT_TIMEOUT);
         let elapsed = started.elapsed();

@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
+#[cfg(test)]
+use std::io::{BufRead, BufReader};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -673,4 +675,258 @@ fn write_host(mux: &Mux, key: ConnKey, mut stream: UnixStream, from_guest: &Rece
         mux.host_consumed(key, chunk.len());
     }
     let _ = stream.shutdown(Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    const GUEST: u64 = 16;
+
+    /// Host ports: `open` hands out one end of a pair for port 9000 and keeps the other.
+    #[derive(Default)]
+    struct Ports {
+        opened: Mutex<Vec<UnixStream>>,
+    }
+
+    impl HostPorts for Ports {
+        fn open(&self, host_cid: u64, port: u32, _guest_cid: u64) -> Option<UnixStream> {
+            if host_cid != crate::PARENT_CID || port != 9000 {
+                return None;
+            }
+            let (ours, theirs) = UnixStream::pair().ok()?;
+            self.opened.lock().unwrap().push(theirs);
+            Some(ours)
+        }
+    }
+
+    fn header(op: Op, guest_port: u32, host_port: u32) -> Header {
+        Header {
+            src_cid: GUEST,
+            dst_cid: crate::PARENT_CID,
+            src_port: guest_port,
+            dst_port: host_port,
+            len: 0,
+            type_: TYPE_STREAM,
+            op: op.value(),
+            flags: 0,
+            buf_alloc: 65_536,
+            fwd_cnt: 0,
+        }
+    }
+
+    /// Waits for the next packet for the guest.
+    fn next(mux: &Mux) -> Packet {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(packet) = mux.next_packet(4096) {
+                return packet;
+            }
+            assert!(Instant::now() < deadline, "no packet for the guest");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn connected(ports: &Arc<Ports>) -> (Arc<Mux>, UnixStream) {
+        let mux = Mux::new(GUEST, ports.clone()).unwrap();
+        mux.guest_packet(&header(Op::Request, 1234, 9000), &[]);
+        let response = next(&mux);
+        assert_eq!(response.header.op(), Some(Op::Response));
+        assert_eq!(response.header.dst_cid, GUEST);
+        assert_eq!(response.header.buf_alloc, BUF_ALLOC);
+        let host = ports.opened.lock().unwrap().pop().unwrap();
+        (mux, host)
+    }
+
+    #[test]
+    fn test_a_request_to_a_port_nobody_listens_on_gets_rst() {
+        let mux = Mux::new(GUEST, Arc::new(Ports::default())).unwrap();
+        mux.guest_packet(&header(Op::Request, 1234, 7777), &[]);
+        let reset = next(&mux);
+        assert_eq!(reset.header.op(), Some(Op::Rst));
+        assert_eq!((reset.header.src_port, reset.header.dst_port), (7777, 1234));
+        assert_eq!(mux.connections(), 0);
+    }
+
+    #[test]
+    fn test_a_request_to_another_cid_than_the_parent_gets_rst() {
+        let mux = Mux::new(GUEST, Arc::new(Ports::default())).unwrap();
+        let mut request = header(Op::Request, 1, 9000);
+        request.dst_cid = 17;
+        mux.guest_packet(&request, &[]);
+        assert_eq!(next(&mux).header.op(), Some(Op::Rst));
+    }
+
+    #[test]
+    fn test_a_packet_with_a_forged_source_cid_gets_rst() {
+        let mux = Mux::new(GUEST, Arc::new(Ports::default())).unwrap();
+        let mut request = header(Op::Request, 1, 9000);
+        request.src_cid = 99;
+        mux.guest_packet(&request, &[]);
+        assert_eq!(next(&mux).header.op(), Some(Op::Rst));
+        assert_eq!(mux.connections(), 0);
+    }
+
+    #[test]
+    fn test_data_flows_both_ways_and_the_fwd_cnt_reports_what_the_host_consumed() {
+        let ports = Arc::new(Ports::default());
+        let (mux, mut host) = connected(&ports);
+        let mut data = header(Op::Rw, 1234, 9000);
+        data.len = 5;
+        mux.guest_packet(&data, b"hello");
+        let mut got = [0u8; 5];
+        host.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+
+        host.write_all(b"world").unwrap();
+        let packet = next(&mux);
+        assert_eq!(packet.header.op(), Some(Op::Rw));
+        assert_eq!(packet.data, b"world");
+        assert_eq!(packet.header.len, 5);
+        assert_eq!(packet.header.fwd_cnt, 5, "the 5 bytes the host consumed");
+    }
+
+    #[test]
+    fn test_host_data_waits_for_the_guests_credit() {
+        let ports = Arc::new(Ports::default());
+        let (mux, mut host) = connected(&ports);
+        // The guest advertised 65 536 bytes and has consumed none.
+        host.write_all(&vec![7u8; 100_000]).unwrap();
+        let mut sent = 0;
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            if let Some(packet) = mux.next_packet(usize::MAX) {
+                sent += packet.data.len();
+            }
+        }
+        assert_eq!(sent, 65_536, "no more than the credit");
+        let mut credit = header(Op::CreditUpdate, 1234, 9000);
+        credit.fwd_cnt = 65_536;
+        mux.guest_packet(&credit, &[]);
+        while sent < 100_000 {
+            sent += next(&mux).data.len();
+        }
+        assert_eq!(sent, 100_000);
+    }
+
+    #[test]
+    fn test_data_beyond_the_advertised_credit_resets_the_connection() {
+        let ports = Arc::new(Ports::default());
+        let (mux, _host) = connected(&ports);
+        let mut flood = header(Op::Rw, 1234, 9000);
+        flood.len = BUF_ALLOC + 1;
+        mux.guest_packet(&flood, &vec![0; BUF_ALLOC as usize + 1]);
+        assert_eq!(next(&mux).header.op(), Some(Op::Rst));
+        assert_eq!(mux.connections(), 0);
+    }
+
+    #[test]
+    fn test_a_host_that_stops_reading_blocks_only_its_own_connection() {
+        let ports = Arc::new(Ports::default());
+        let (mux, _stuck_host) = connected(&ports);
+        // Fill what the stuck host's socket and the device's buffer can take.
+        let mut data = header(Op::Rw, 1234, 9000);
+        let chunk = vec![1u8; 32 * 1024];
+        data.len = u32::try_from(chunk.len()).unwrap();
+        for _ in 0..(BUF_ALLOC as usize / chunk.len()) {
+            mux.guest_packet(&data, &chunk);
+        }
+        // Another connection on the same enclave still works at once.
+        mux.guest_packet(&header(Op::Request, 4321, 9000), &[]);
+        let response = loop {
+            let packet = next(&mux);
+            if packet.header.dst_port == 4321 {
+                break packet;
+            }
+        };
+        assert_eq!(response.header.op(), Some(Op::Response));
+    }
+
+    #[test]
+    fn test_a_full_shutdown_from_the_guest_is_answered_with_rst_and_closes_the_host() {
+        let ports = Arc::new(Ports::default());
+        let (mux, mut host) = connected(&ports);
+        let mut shutdown = header(Op::Shutdown, 1234, 9000);
+        shutdown.flags = SHUTDOWN_RCV | SHUTDOWN_SEND;
+        mux.guest_packet(&shutdown, &[]);
+        assert_eq!(next(&mux).header.op(), Some(Op::Rst));
+        let mut byte = [0u8];
+        assert_eq!(
+            host.read(&mut byte).unwrap(),
+            0,
+            "the host reads end of stream"
+        );
+    }
+
+    #[test]
+    fn test_the_host_closing_its_end_shuts_the_guests_sending_side_only() {
+        let ports = Arc::new(Ports::default());
+        let (mux, host) = connected(&ports);
+        host.shutdown(Shutdown::Write).unwrap();
+        let packet = next(&mux);
+        assert_eq!(packet.header.op(), Some(Op::Shutdown));
+        assert_eq!(packet.header.flags, SHUTDOWN_SEND);
+    }
+
+    #[test]
+    fn test_a_host_connection_completes_when_the_guest_accepts() {
+        let mux = Mux::new(GUEST, Arc::new(Ports::default())).unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let answer = mux
+            .connect(5005, theirs, |port| format!("OK {port}\n").into_bytes())
+            .unwrap();
+        let request = next(&mux);
+        assert_eq!(request.header.op(), Some(Op::Request));
+        assert_eq!(request.header.dst_port, 5005);
+        let mut response = header(Op::Response, 5005, request.header.src_port);
+        response.src_port = 5005;
+        mux.guest_packet(&response, &[]);
+        assert_eq!(answer.recv().unwrap().unwrap(), request.header.src_port);
+        let mut greeting = String::new();
+        BufReader::new(ours).read_line(&mut greeting).unwrap();
+        assert_eq!(greeting, format!("OK {}\n", request.header.src_port));
+    }
+
+    #[test]
+    fn test_a_refused_host_connection_reports_the_refusal() {
+        let mux = Mux::new(GUEST, Arc::new(Ports::default())).unwrap();
+        let (_ours, theirs) = UnixStream::pair().unwrap();
+        let answer = mux.connect(5005, theirs, |_| Vec::new()).unwrap();
+        let request = next(&mux);
+        mux.guest_packet(&header(Op::Rst, 5005, request.header.src_port), &[]);
+        answer.recv().unwrap().unwrap_err();
+    }
+
+    #[test]
+    fn test_connections_beyond_the_limit_get_rst() {
+        let ports = Arc::new(Ports::default());
+        let mux = Mux::new(GUEST, ports.clone()).unwrap();
+        for port in 0..MAX_CONNECTIONS {
+            mux.guest_packet(
+                &header(Op::Request, u32::try_from(port).unwrap(), 9000),
+                &[],
+            );
+        }
+        for _ in 0..MAX_CONNECTIONS {
+            assert_eq!(next(&mux).header.op(), Some(Op::Response));
+        }
+        mux.guest_packet(&header(Op::Request, 99_999, 9000), &[]);
+        assert_eq!(next(&mux).header.op(), Some(Op::Rst));
+    }
+
+    #[test]
+    fn test_control_packets_for_a_guest_that_never_reads_are_bounded() {
+        let mux = Mux::new(GUEST, Arc::new(Ports::default())).unwrap();
+        for port in 0..u32::try_from(MAX_CONTROL_PACKETS + 100).unwrap() {
+            mux.guest_packet(&header(Op::Request, port, 7777), &[]);
+        }
+        // Each refusal is decided off the queue thread; let them all land.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mux.connections() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(mux.lock().rx.len(), MAX_CONTROL_PACKETS);
+    }
 }

@@ -262,3 +262,88 @@ fn handle_connect(mux: &Mux, stream: UnixStream) {
     let _ = answer.recv_timeout(CONNECT_TIMEOUT);
     drop(stream);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::packet::{Header, Op, Packet, TYPE_STREAM};
+
+    fn request(cid: u64, guest_port: u32, host_port: u32) -> Header {
+        Header {
+            src_cid: cid,
+            dst_cid: PARENT_CID,
+            src_port: guest_port,
+            dst_port: host_port,
+            type_: TYPE_STREAM,
+            op: Op::Request.value(),
+            buf_alloc: 65_536,
+            ..Header::default()
+        }
+    }
+
+    fn next(mux: &Mux) -> Packet {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(packet) = mux.next_packet(4096) {
+                return packet;
+            }
+            assert!(Instant::now() < deadline, "no packet");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn test_an_enclave_reaches_a_unix_socket_named_after_the_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(dir.path().join("7000.sock")).unwrap();
+        let router = Router::new(Some(dir.path().to_owned()));
+        let mux = router.add_enclave(16).unwrap();
+        mux.guest_packet(&request(16, 55, 7000), &[]);
+        assert_eq!(next(&mux).header.op(), Some(Op::Response));
+        let (_app, _) = listener.accept().unwrap();
+    }
+
+    #[test]
+    fn test_an_in_process_listener_gets_the_enclaves_connection_and_takes_the_port() {
+        let router = Router::new(None);
+        let listener = router.listen(9000).unwrap();
+        assert!(matches!(
+            router.listen(9000),
+            Err(RouteError::PortTaken(9000))
+        ));
+        let mux = router.add_enclave(17).unwrap();
+        mux.guest_packet(&request(17, 56, 9000), &[]);
+        assert_eq!(next(&mux).header.op(), Some(Op::Response));
+        assert!(listener.accept(Duration::from_secs(5)).is_some());
+        drop(listener);
+        router.listen(9000).unwrap();
+    }
+
+    #[test]
+    fn test_removing_an_enclave_keeps_a_newer_one_with_the_same_cid() {
+        let router = Router::new(None);
+        let old = router.add_enclave(18).unwrap();
+        router.remove_enclave(18, &old);
+        let new = router.add_enclave(18).unwrap();
+        router.remove_enclave(18, &old);
+        assert!(!new.is_closed());
+        assert!(matches!(
+            router.add_enclave(18),
+            Err(RouteError::CidTaken(18))
+        ));
+    }
+
+    #[test]
+    fn test_connect_line_other_than_connect_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = Router::new(Some(dir.path().to_owned()));
+        let _mux = router.add_enclave(19).unwrap();
+        let mut stream = UnixStream::connect(dir.path().join("enclave-19.sock")).unwrap();
+        stream.write_all(b"HELLO\n").unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).unwrap();
+        assert!(answer.starts_with("ERROR"), "{answer}");
+    }
+}
