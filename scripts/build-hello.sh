@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Builds the hello enclave image, target/enclave/hello.eif: Debian trixie's cloud kernel
+# Builds the hello enclave image, target/enclave/hello.eif (and its initramfs beside it,
+# hello-initramfs.cpio, for other image builders): Debian trixie's cloud kernel
 # (from the kit scripts/provision.sh caches) and an initramfs holding the project's init
 # (crates/ne-init), the hello application (examples/hello) and the vsock modules.
 # Prints the EIF's path. Extra arguments go to the application (e.g. --exit, --panic),
@@ -29,8 +30,8 @@ mkdir -p "$root/lib/modules"
 printf '%s\n' vsock.ko vmw_vsock_virtio_transport_common.ko vmw_vsock_virtio_transport.ko >"$root/modules"
 while read -r module; do cp "$kit/kernel/modules/$module" "$root/lib/modules/"; done <"$root/modules"
 { echo /hello; for arg in "$@"; do echo "$arg"; done; } >"$root/cmd"
-"$nectl" build-initramfs --root "$root" --output "$root.cpio" >/dev/null
+initramfs=${out%.eif}-initramfs.cpio
+"$nectl" build-initramfs --root "$root" --output "$initramfs" >/dev/null
 "$nectl" build-eif --kernel "$kit/kernel/vmlinuz" --cmdline "console=ttyS0 quiet" \
-    --ramdisk "$root.cpio" --output "$out" --name hello >/dev/null
-rm -f "$root.cpio"
+    --ramdisk "$initramfs" --output "$out" --name hello >/dev/null
 echo "$out"
