@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ne_abi::uapi::{is_reserved_cid, LAST_ENCLAVE_CID};
 use ne_parent::{BackendChoice, ParentConfig, VmChoice};
 use ne_vm::Accel;
 use serde_json::{json, Value};
@@ -402,7 +403,11 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
                 return Ok(Some(ran));
             }
             print_json(&ran);
-            let id = ran["EnclaveID"].as_str().unwrap_or_default().to_owned();
+            let id = ran
+                .get("EnclaveID")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             crate::parent::client::console(&socket, &id, None).map(|()| None)
         }
         Command::Connect { enclave_cid, port } => {
@@ -559,25 +564,10 @@ fn init_logging() {
 }
 
 fn run_enclave(socket: &Path, start: &ParentStart, args: RunArgs) -> Result<Value> {
+    // The CPU request itself is checked once, by the parent's launch (nitro-cli's checks).
     let cpus = match (args.cpu_count, args.cpu_ids) {
-        (Some(0), _) => {
-            return Err(CliError::new(
-                Code::InvalidArgument,
-                "--cpu-count must be at least 1",
-            ))
-        }
         (Some(count), _) => Cpus::Count(count),
-        (None, Some(ids)) => {
-            let mut sorted = ids.clone();
-            sorted.sort_unstable();
-            if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
-                return Err(CliError::new(
-                    Code::InvalidCpuConfiguration,
-                    format!("--cpu-ids lists CPU {} more than once", pair[0]),
-                ));
-            }
-            Cpus::Ids(ids)
-        }
+        (None, Some(ids)) => Cpus::Ids(ids),
         (None, None) => {
             return Err(CliError::new(
                 Code::InvalidArgument,
@@ -586,12 +576,19 @@ fn run_enclave(socket: &Path, start: &ParentStart, args: RunArgs) -> Result<Valu
         }
     };
     let cid = args.enclave_cid.unwrap_or(0);
-    if (1..=3).contains(&cid) || cid >= u64::from(u32::MAX) {
-        return Err(CliError::new(
-            Code::InvalidArgument,
-            format!("--enclave-cid {cid} is reserved"),
-        )
-        .hint("omit it to let the device pick, or choose a CID from 4 to 4294967294"));
+    if is_reserved_cid(cid) {
+        let why = if cid > LAST_ENCLAVE_CID {
+            "is out of range"
+        } else {
+            "is reserved"
+        };
+        return Err(
+            CliError::new(Code::InvalidArgument, format!("--enclave-cid {cid} {why}")).hint(
+                format!(
+                    "omit it to let the device pick, or choose a CID from 4 to {LAST_ENCLAVE_CID}"
+                ),
+            ),
+        );
     }
     let eif_path = std::fs::canonicalize(&args.eif_path).map_err(|e| {
         CliError::new(

@@ -3,6 +3,15 @@
 //! emulated parent as a background process. The `nectl` binary is a thin shell over
 //! [`cli::run`].
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod bench;
 pub mod cli;

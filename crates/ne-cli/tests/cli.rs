@@ -2,365 +2,368 @@
 //! `nectl` end to end: the built binary, a parent of its own on a temporary socket, and
 //! its JSON parsed as a tool would parse nitro-cli's.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Output, Stdio};
+    use std::time::{Duration, Instant};
 
-use serde_json::Value;
+    use serde_json::Value;
 
-/// A temporary directory with a socket for the parent; stops the parent when dropped.
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
+    /// A temporary directory with a socket for the parent; stops the parent when dropped.
+    struct Sandbox {
+        dir: tempfile::TempDir,
+    }
 
-impl Sandbox {
-    fn new() -> Sandbox {
-        Sandbox {
-            dir: tempfile::tempdir().unwrap(),
+    impl Sandbox {
+        fn new() -> Sandbox {
+            Sandbox {
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        fn socket(&self) -> PathBuf {
+            self.dir.path().join("parent.sock")
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn nectl(&self, args: &[&str]) -> Output {
+            Command::new(env!("CARGO_BIN_EXE_nectl"))
+                .args(args)
+                .env("NECTL_SOCKET", self.socket())
+                .env("NECTL_BACKEND", "sim")
+                .output()
+                .unwrap()
+        }
+
+        /// Runs `args`, asserting success, and parses stdout as JSON.
+        fn json(&self, args: &[&str]) -> Value {
+            let output = self.nectl(args);
+            assert!(
+                output.status.success(),
+                "nectl {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            serde_json::from_slice(&output.stdout).unwrap()
+        }
+
+        /// Runs `args`, asserting failure with error `code`; returns stderr.
+        fn fails(&self, args: &[&str], code: &str) -> String {
+            let output = self.nectl(args);
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert!(!output.status.success(), "nectl {args:?} should fail");
+            assert!(
+                stderr.contains(&format!("[{code}]")),
+                "nectl {args:?}: expected {code}, got: {stderr}"
+            );
+            assert!(
+                stderr.contains("hint:") || stderr.contains("more:"),
+                "{stderr}"
+            );
+            stderr
+        }
+
+        /// Writes a kernel and a ramdisk and builds `name`.eif from them; returns its path and
+        /// the measurements `build-eif` printed.
+        fn eif(&self, name: &str) -> (PathBuf, Value) {
+            let kernel = self.path("bzImage");
+            let ramdisk = self.path("init.cpio");
+            std::fs::write(&kernel, vec![0x4b; 200_000]).unwrap();
+            std::fs::write(&ramdisk, vec![0x52; 60_000]).unwrap();
+            let eif = self.path(&format!("{name}.eif"));
+            let built = self.json(&[
+                "build-eif",
+                "--kernel",
+                path(&kernel),
+                "--cmdline",
+                "console=ttyS0",
+                "--ramdisk",
+                path(&ramdisk),
+                "--output",
+                path(&eif),
+            ]);
+            (eif, built["Measurements"].clone())
         }
     }
 
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("parent.sock")
+    impl Drop for Sandbox {
+        fn drop(&mut self) {
+            let _ = self.nectl(&["parent", "stop"]);
+        }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+    fn path(p: &Path) -> &str {
+        p.to_str().unwrap()
     }
 
-    fn nectl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_nectl"))
+    /// `run-enclave --eif-path EIF` followed by the white-space separated `rest`.
+    fn run_args<'a>(eif: &'a str, rest: &'a str) -> Vec<&'a str> {
+        ["run-enclave", "--eif-path", eif]
+            .into_iter()
+            .chain(rest.split_whitespace())
+            .collect()
+    }
+
+    #[test]
+    fn test_run_describe_terminate_round_trip_with_nitro_cli_json() {
+        let sandbox = Sandbox::new();
+        let (eif, measurements) = sandbox.eif("hello");
+
+        let described = sandbox.json(&["describe-eif", "--eif-path", path(&eif)]);
+        assert_eq!(described["Measurements"], measurements);
+        assert_eq!(described["EifVersion"], 4);
+        assert_eq!(described["MetaData"]["ImageName"], "hello");
+
+        let run = sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 128"));
+        let keys: Vec<&str> = run
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "EnclaveName",
+                "EnclaveID",
+                "ProcessID",
+                "EnclaveCID",
+                "NumberOfCPUs",
+                "CPUIDs",
+                "MemoryMiB",
+                "Measurements"
+            ]
+        );
+        assert_eq!(run["EnclaveName"], "hello");
+        assert!(run["EnclaveID"]
+            .as_str()
+            .unwrap()
+            .starts_with("i-0000000000000000-enc"));
+        assert_eq!(run["NumberOfCPUs"], 2);
+        assert_eq!(run["CPUIDs"].as_array().unwrap().len(), 2);
+        assert_eq!(run["MemoryMiB"], 128);
+        assert!(run["EnclaveCID"].as_u64().unwrap() >= 4);
+        assert_eq!(
+            run["Measurements"], measurements,
+            "the hypervisor measured the same image"
+        );
+
+        let debug = sandbox.json(&run_args(
+            path(&eif),
+            "--cpu-ids 3,7 --memory 64 --debug-mode --enclave-name dbg --enclave-cid 99",
+        ));
+        assert_eq!(debug["EnclaveCID"], 99);
+
+        let list = sandbox.json(&["describe-enclaves"]);
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0]["State"], "RUNNING");
+        assert_eq!(list[0]["Flags"], "NONE");
+        assert_eq!(list[1]["Flags"], "DEBUG_MODE");
+        assert_eq!(list[1]["CPUIDs"], serde_json::json!([3, 7]));
+
+        let id = run["EnclaveID"].as_str().unwrap();
+        let terminated = sandbox.json(&["terminate-enclave", "--enclave-id", id]);
+        assert_eq!(terminated["EnclaveID"], id);
+        assert_eq!(terminated["Terminated"], true);
+        sandbox.fails(&["terminate-enclave", "--enclave-id", id], "E40");
+
+        let all = sandbox.json(&["terminate-enclave", "--all"]);
+        assert_eq!(all.as_array().unwrap().len(), 1);
+        assert_eq!(sandbox.json(&["describe-enclaves"]), serde_json::json!([]));
+    }
+
+    #[test]
+    fn test_failures_print_stable_codes_and_hints() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("app");
+        let eif = path(&eif);
+        sandbox.fails(&run_args(eif, "--cpu-count 2 --memory 32"), "E26");
+        sandbox.fails(&run_args(eif, "--cpu-count 2 --memory 100000"), "E27");
+        sandbox.fails(&run_args(eif, "--cpu-count 8 --memory 128"), "E22");
+        sandbox.fails(&run_args(eif, "--cpu-ids 1 1 --memory 128"), "E20");
+        sandbox.fails(&run_args(eif, "--cpu-ids 4 --memory 128"), "E21");
+        sandbox.fails(
+            &run_args(eif, "--cpu-count 2 --memory 128 --enclave-cid 3"),
+            "E03",
+        );
+        sandbox.fails(
+            &run_args("/no/such.eif", "--cpu-count 2 --memory 128"),
+            "E19",
+        );
+        sandbox.json(&run_args(
+            eif,
+            "--cpu-count 2 --memory 128 --enclave-name x",
+        ));
+        sandbox.fails(
+            &run_args(eif, "--cpu-count 2 --memory 128 --enclave-name x"),
+            "E58",
+        );
+        sandbox.fails(&["terminate-enclave", "--enclave-name", "nobody"], "E40");
+        let explained = sandbox.json(&["explain", "E26"]);
+        assert_eq!(explained["Code"], "E26");
+    }
+
+    #[test]
+    fn test_corrupt_image_is_refused_before_the_device_with_the_reason() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("bad");
+        let mut bytes = std::fs::read(&eif).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        std::fs::write(&eif, bytes).unwrap();
+        let stderr = sandbox.fails(&run_args(path(&eif), "--cpu-count 2 --memory 128"), "E35");
+        assert!(stderr.contains("CRC mismatch"), "{stderr}");
+        sandbox.fails(&["describe-eif", "--eif-path", path(&eif)], "E35");
+        assert_eq!(
+            sandbox.json(&["describe-enclaves"]),
+            serde_json::json!([]),
+            "nothing was left behind"
+        );
+    }
+
+    #[test]
+    fn test_files_that_are_not_images_are_refused_without_reading_them_whole() {
+        let sandbox = Sandbox::new();
+        let empty = sandbox.path("empty.eif");
+        std::fs::write(&empty, b"").unwrap();
+        sandbox.fails(&run_args(path(&empty), "--cpu-count 2 --memory 64"), "E35");
+        sandbox.fails(&run_args("/dev/zero", "--cpu-count 2 --memory 64"), "E19");
+        sandbox.fails(
+            &run_args(path(sandbox.dir.path()), "--cpu-count 2 --memory 64"),
+            "E19",
+        );
+        let fifo = sandbox.path("fifo.eif");
+        let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        sandbox.fails(&run_args(path(&fifo), "--cpu-count 2 --memory 64"), "E19");
+        let sparse = sandbox.path("huge.eif");
+        std::fs::File::create(&sparse)
+            .unwrap()
+            .set_len(1 << 31)
+            .unwrap();
+        sandbox.fails(&run_args(path(&sparse), "--cpu-count 2 --memory 64"), "E35");
+    }
+
+    #[test]
+    fn test_enclave_that_crashes_disappears_from_describe() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("crashy");
+        sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 64"));
+        let ended = sandbox.json(&["parent", "end-enclave", "--enclave", "crashy", "--crash"]);
+        assert_eq!(ended["Ended"], true);
+        assert_eq!(ended["EventSeen"], true, "the driver saw POLLHUP");
+        assert_eq!(sandbox.json(&["describe-enclaves"]), serde_json::json!([]));
+        let status = sandbox.json(&["parent", "status"]);
+        assert_eq!(
+            status["HugepagesFreeMiB"], status["HugepagesTotalMiB"],
+            "its memory came back"
+        );
+    }
+
+    /// Starts `nectl parent run ARGS` in the foreground on the sandbox's socket.
+    fn start_parent(sandbox: &Sandbox, args: &[&str]) -> Child {
+        let child = Command::new(env!("CARGO_BIN_EXE_nectl"))
+            .args(["parent", "run"])
             .args(args)
-            .env("NECTL_SOCKET", self.socket())
+            .env("NECTL_SOCKET", sandbox.socket())
+            .env("NECTL_BACKEND", "sim")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(sandbox.socket()).is_err() {
+            assert!(Instant::now() < deadline, "the parent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    #[test]
+    fn test_four_enclaves_run_and_the_fifth_is_refused() {
+        let sandbox = Sandbox::new();
+        let mut parent = start_parent(&sandbox, &["--cores", "6", "--threads", "1"]);
+        let (eif, _) = sandbox.eif("many");
+        let eif = path(&eif);
+        for _ in 0..4 {
+            sandbox.json(&run_args(eif, "--cpu-count 1 --memory 64"));
+        }
+        let stderr = sandbox.fails(&run_args(eif, "--cpu-count 1 --memory 64"), "E28");
+        assert!(stderr.contains("at most 4 enclaves"), "{stderr}");
+        let names: Vec<String> = sandbox
+            .json(&["describe-enclaves"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["EnclaveName"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["many", "many_1", "many_2", "many_3"]);
+        sandbox.json(&["parent", "stop"]);
+        assert!(parent.wait().unwrap().success());
+        assert!(!sandbox.socket().exists(), "the socket is removed on stop");
+    }
+
+    #[test]
+    fn test_second_parent_on_the_same_socket_is_refused() {
+        let sandbox = Sandbox::new();
+        let mut parent = start_parent(&sandbox, &[]);
+        let output = Command::new(env!("CARGO_BIN_EXE_nectl"))
+            .args(["parent", "run"])
+            .env("NECTL_SOCKET", sandbox.socket())
             .env("NECTL_BACKEND", "sim")
             .output()
-            .unwrap()
+            .unwrap();
+        assert!(!output.status.success());
+        assert!(String::from_utf8_lossy(&output.stderr).contains("[E39]"));
+        sandbox.json(&["parent", "stop"]);
+        assert!(parent.wait().unwrap().success());
     }
 
-    /// Runs `args`, asserting success, and parses stdout as JSON.
-    fn json(&self, args: &[&str]) -> Value {
-        let output = self.nectl(args);
-        assert!(
-            output.status.success(),
-            "nectl {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
+    #[test]
+    fn test_commands_without_a_parent_say_so() {
+        let sandbox = Sandbox::new();
+        assert_eq!(sandbox.json(&["describe-enclaves"]), serde_json::json!([]));
+        sandbox.fails(&["terminate-enclave", "--all"], "E39");
+        assert_eq!(sandbox.json(&["parent", "stop"])["Stopped"], false);
     }
 
-    /// Runs `args`, asserting failure with error `code`; returns stderr.
-    fn fails(&self, args: &[&str], code: &str) -> String {
-        let output = self.nectl(args);
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(!output.status.success(), "nectl {args:?} should fail");
-        assert!(
-            stderr.contains(&format!("[{code}]")),
-            "nectl {args:?}: expected {code}, got: {stderr}"
-        );
-        assert!(
-            stderr.contains("hint:") || stderr.contains("more:"),
-            "{stderr}"
-        );
-        stderr
-    }
-
-    /// Writes a kernel and a ramdisk and builds `name`.eif from them; returns its path and
-    /// the measurements `build-eif` printed.
-    fn eif(&self, name: &str) -> (PathBuf, Value) {
-        let kernel = self.path("bzImage");
-        let ramdisk = self.path("init.cpio");
-        std::fs::write(&kernel, vec![0x4b; 200_000]).unwrap();
-        std::fs::write(&ramdisk, vec![0x52; 60_000]).unwrap();
-        let eif = self.path(&format!("{name}.eif"));
-        let built = self.json(&[
-            "build-eif",
-            "--kernel",
-            path(&kernel),
-            "--cmdline",
-            "console=ttyS0",
-            "--ramdisk",
-            path(&ramdisk),
-            "--output",
-            path(&eif),
-        ]);
-        (eif, built["Measurements"].clone())
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.nectl(&["parent", "stop"]);
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// `run-enclave --eif-path EIF` followed by the white-space separated `rest`.
-fn run_args<'a>(eif: &'a str, rest: &'a str) -> Vec<&'a str> {
-    ["run-enclave", "--eif-path", eif]
-        .into_iter()
-        .chain(rest.split_whitespace())
-        .collect()
-}
-
-#[test]
-fn test_run_describe_terminate_round_trip_with_nitro_cli_json() {
-    let sandbox = Sandbox::new();
-    let (eif, measurements) = sandbox.eif("hello");
-
-    let described = sandbox.json(&["describe-eif", "--eif-path", path(&eif)]);
-    assert_eq!(described["Measurements"], measurements);
-    assert_eq!(described["EifVersion"], 4);
-    assert_eq!(described["MetaData"]["ImageName"], "hello");
-
-    let run = sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 128"));
-    let keys: Vec<&str> = run
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        [
-            "EnclaveName",
-            "EnclaveID",
-            "ProcessID",
-            "EnclaveCID",
-            "NumberOfCPUs",
-            "CPUIDs",
-            "MemoryMiB",
-            "Measurements"
-        ]
-    );
-    assert_eq!(run["EnclaveName"], "hello");
-    assert!(run["EnclaveID"]
-        .as_str()
-        .unwrap()
-        .starts_with("i-0000000000000000-enc"));
-    assert_eq!(run["NumberOfCPUs"], 2);
-    assert_eq!(run["CPUIDs"].as_array().unwrap().len(), 2);
-    assert_eq!(run["MemoryMiB"], 128);
-    assert!(run["EnclaveCID"].as_u64().unwrap() >= 4);
-    assert_eq!(
-        run["Measurements"], measurements,
-        "the hypervisor measured the same image"
-    );
-
-    let debug = sandbox.json(&run_args(
-        path(&eif),
-        "--cpu-ids 3,7 --memory 64 --debug-mode --enclave-name dbg --enclave-cid 99",
-    ));
-    assert_eq!(debug["EnclaveCID"], 99);
-
-    let list = sandbox.json(&["describe-enclaves"]);
-    let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 2);
-    assert_eq!(list[0]["State"], "RUNNING");
-    assert_eq!(list[0]["Flags"], "NONE");
-    assert_eq!(list[1]["Flags"], "DEBUG_MODE");
-    assert_eq!(list[1]["CPUIDs"], serde_json::json!([3, 7]));
-
-    let id = run["EnclaveID"].as_str().unwrap();
-    let terminated = sandbox.json(&["terminate-enclave", "--enclave-id", id]);
-    assert_eq!(terminated["EnclaveID"], id);
-    assert_eq!(terminated["Terminated"], true);
-    sandbox.fails(&["terminate-enclave", "--enclave-id", id], "E40");
-
-    let all = sandbox.json(&["terminate-enclave", "--all"]);
-    assert_eq!(all.as_array().unwrap().len(), 1);
-    assert_eq!(sandbox.json(&["describe-enclaves"]), serde_json::json!([]));
-}
-
-#[test]
-fn test_failures_print_stable_codes_and_hints() {
-    let sandbox = Sandbox::new();
-    let (eif, _) = sandbox.eif("app");
-    let eif = path(&eif);
-    sandbox.fails(&run_args(eif, "--cpu-count 2 --memory 32"), "E26");
-    sandbox.fails(&run_args(eif, "--cpu-count 2 --memory 100000"), "E27");
-    sandbox.fails(&run_args(eif, "--cpu-count 8 --memory 128"), "E22");
-    sandbox.fails(&run_args(eif, "--cpu-ids 1 1 --memory 128"), "E20");
-    sandbox.fails(&run_args(eif, "--cpu-ids 4 --memory 128"), "E21");
-    sandbox.fails(
-        &run_args(eif, "--cpu-count 2 --memory 128 --enclave-cid 3"),
-        "E03",
-    );
-    sandbox.fails(
-        &run_args("/no/such.eif", "--cpu-count 2 --memory 128"),
-        "E19",
-    );
-    sandbox.json(&run_args(
-        eif,
-        "--cpu-count 2 --memory 128 --enclave-name x",
-    ));
-    sandbox.fails(
-        &run_args(eif, "--cpu-count 2 --memory 128 --enclave-name x"),
-        "E58",
-    );
-    sandbox.fails(&["terminate-enclave", "--enclave-name", "nobody"], "E40");
-    let explained = sandbox.json(&["explain", "E26"]);
-    assert_eq!(explained["Code"], "E26");
-}
-
-#[test]
-fn test_corrupt_image_is_refused_before_the_device_with_the_reason() {
-    let sandbox = Sandbox::new();
-    let (eif, _) = sandbox.eif("bad");
-    let mut bytes = std::fs::read(&eif).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xFF;
-    std::fs::write(&eif, bytes).unwrap();
-    let stderr = sandbox.fails(&run_args(path(&eif), "--cpu-count 2 --memory 128"), "E35");
-    assert!(stderr.contains("CRC mismatch"), "{stderr}");
-    sandbox.fails(&["describe-eif", "--eif-path", path(&eif)], "E35");
-    assert_eq!(
-        sandbox.json(&["describe-enclaves"]),
-        serde_json::json!([]),
-        "nothing was left behind"
-    );
-}
-
-#[test]
-fn test_files_that_are_not_images_are_refused_without_reading_them_whole() {
-    let sandbox = Sandbox::new();
-    let empty = sandbox.path("empty.eif");
-    std::fs::write(&empty, b"").unwrap();
-    sandbox.fails(&run_args(path(&empty), "--cpu-count 2 --memory 64"), "E35");
-    sandbox.fails(&run_args("/dev/zero", "--cpu-count 2 --memory 64"), "E19");
-    sandbox.fails(
-        &run_args(path(sandbox.dir.path()), "--cpu-count 2 --memory 64"),
-        "E19",
-    );
-    let fifo = sandbox.path("fifo.eif");
-    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
-    assert!(made.success());
-    sandbox.fails(&run_args(path(&fifo), "--cpu-count 2 --memory 64"), "E19");
-    let sparse = sandbox.path("huge.eif");
-    std::fs::File::create(&sparse)
-        .unwrap()
-        .set_len(1 << 31)
-        .unwrap();
-    sandbox.fails(&run_args(path(&sparse), "--cpu-count 2 --memory 64"), "E35");
-}
-
-#[test]
-fn test_enclave_that_crashes_disappears_from_describe() {
-    let sandbox = Sandbox::new();
-    let (eif, _) = sandbox.eif("crashy");
-    sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 64"));
-    let ended = sandbox.json(&["parent", "end-enclave", "--enclave", "crashy", "--crash"]);
-    assert_eq!(ended["Ended"], true);
-    assert_eq!(ended["EventSeen"], true, "the driver saw POLLHUP");
-    assert_eq!(sandbox.json(&["describe-enclaves"]), serde_json::json!([]));
-    let status = sandbox.json(&["parent", "status"]);
-    assert_eq!(
-        status["HugepagesFreeMiB"], status["HugepagesTotalMiB"],
-        "its memory came back"
-    );
-}
-
-/// Starts `nectl parent run ARGS` in the foreground on the sandbox's socket.
-fn start_parent(sandbox: &Sandbox, args: &[&str]) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_nectl"))
-        .args(["parent", "run"])
-        .args(args)
-        .env("NECTL_SOCKET", sandbox.socket())
-        .env("NECTL_BACKEND", "sim")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(sandbox.socket()).is_err() {
-        assert!(Instant::now() < deadline, "the parent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-#[test]
-fn test_four_enclaves_run_and_the_fifth_is_refused() {
-    let sandbox = Sandbox::new();
-    let mut parent = start_parent(&sandbox, &["--cores", "6", "--threads", "1"]);
-    let (eif, _) = sandbox.eif("many");
-    let eif = path(&eif);
-    for _ in 0..4 {
-        sandbox.json(&run_args(eif, "--cpu-count 1 --memory 64"));
-    }
-    let stderr = sandbox.fails(&run_args(eif, "--cpu-count 1 --memory 64"), "E28");
-    assert!(stderr.contains("at most 4 enclaves"), "{stderr}");
-    let names: Vec<String> = sandbox
-        .json(&["describe-enclaves"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["EnclaveName"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(names, ["many", "many_1", "many_2", "many_3"]);
-    sandbox.json(&["parent", "stop"]);
-    assert!(parent.wait().unwrap().success());
-    assert!(!sandbox.socket().exists(), "the socket is removed on stop");
-}
-
-#[test]
-fn test_second_parent_on_the_same_socket_is_refused() {
-    let sandbox = Sandbox::new();
-    let mut parent = start_parent(&sandbox, &[]);
-    let output = Command::new(env!("CARGO_BIN_EXE_nectl"))
-        .args(["parent", "run"])
-        .env("NECTL_SOCKET", sandbox.socket())
-        .env("NECTL_BACKEND", "sim")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("[E39]"));
-    sandbox.json(&["parent", "stop"]);
-    assert!(parent.wait().unwrap().success());
-}
-
-#[test]
-fn test_commands_without_a_parent_say_so() {
-    let sandbox = Sandbox::new();
-    assert_eq!(sandbox.json(&["describe-enclaves"]), serde_json::json!([]));
-    sandbox.fails(&["terminate-enclave", "--all"], "E39");
-    assert_eq!(sandbox.json(&["parent", "stop"])["Stopped"], false);
-}
-
-#[test]
-fn test_concurrent_run_enclave_without_a_parent_all_succeed() {
-    let sandbox = Sandbox::new();
-    let (eif, _) = sandbox.eif("together");
-    let eif = path(&eif).to_owned();
-    let outputs: Vec<Output> = std::thread::scope(|scope| {
-        let runs: Vec<_> = (0..3)
-            .map(|i| {
-                let sandbox = &sandbox;
-                let eif = eif.clone();
-                scope.spawn(move || {
-                    let name = format!("e{i}");
-                    sandbox.nectl(&run_args(
-                        &eif,
-                        &format!("--cpu-count 2 --memory 64 --enclave-name {name}"),
-                    ))
+    #[test]
+    fn test_concurrent_run_enclave_without_a_parent_all_succeed() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("together");
+        let eif = path(&eif).to_owned();
+        let outputs: Vec<Output> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..3)
+                .map(|i| {
+                    let sandbox = &sandbox;
+                    let eif = eif.clone();
+                    scope.spawn(move || {
+                        let name = format!("e{i}");
+                        sandbox.nectl(&run_args(
+                            &eif,
+                            &format!("--cpu-count 2 --memory 64 --enclave-name {name}"),
+                        ))
+                    })
                 })
-            })
-            .collect();
-        runs.into_iter().map(|run| run.join().unwrap()).collect()
-    });
-    for output in &outputs {
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+                .collect();
+            runs.into_iter().map(|run| run.join().unwrap()).collect()
+        });
+        for output in &outputs {
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let list = sandbox.json(&["describe-enclaves"]);
+        assert_eq!(
+            list.as_array().unwrap().len(),
+            3,
+            "one parent holds all three"
         );
     }
-    let list = sandbox.json(&["describe-enclaves"]);
-    assert_eq!(
-        list.as_array().unwrap().len(),
-        3,
-        "one parent holds all three"
-    );
 }

@@ -5,417 +5,421 @@
 //!
 //! They need QEMU and the kernel (`scripts/provision.sh`) and the image
 //! (`scripts/build-hello.sh`); `scripts/test-all.sh` prepares both and sets
-//! `NE_REQUIRE_VM=1`, so in CI a missing part fails instead of skipping.
+//! `NE_REQUIRE_ALL=1`, so in CI a missing part fails instead of skipping.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Output, Stdio};
+    use std::time::{Duration, Instant};
 
-use serde_json::Value;
+    use serde_json::Value;
 
-/// The hello image, or `None` (with a loud message) when this machine lacks the parts.
-fn hello_eif() -> Option<PathBuf> {
-    let eif = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/enclave/hello.eif");
-    let kit = ne_vm::cache_dir().join("kit/qemu/usr/bin/qemu-system-x86_64");
-    if eif.is_file() && (kit.is_file() || std::env::var_os("NE_QEMU").is_some()) {
-        return Some(eif);
-    }
-    let missing = format!(
-        "SKIPPED: the enclave VM tests need {} and QEMU ({}); run scripts/build-hello.sh",
-        eif.display(),
-        kit.display()
-    );
-    assert!(std::env::var_os("NE_REQUIRE_VM").is_none(), "{missing}");
-    eprintln!("{missing}");
-    None
-}
-
-/// A parent of its own in a temporary directory; stopped (with its enclaves) on drop.
-struct Sandbox {
-    dir: tempfile::TempDir,
-    foreground: Option<Child>,
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        Sandbox {
-            dir: tempfile::tempdir().unwrap(),
-            foreground: None,
+    /// The hello image, or `None` (with a loud message) when this machine lacks the parts.
+    fn hello_eif() -> Option<PathBuf> {
+        let eif = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/enclave/hello.eif");
+        let kit = ne_vm::cache_dir().join("kit/qemu/usr/bin/qemu-system-x86_64");
+        if eif.is_file() && (kit.is_file() || std::env::var_os("NE_QEMU").is_some()) {
+            return Some(eif);
         }
-    }
-
-    /// A sandbox whose parent is started by the test with `args` (e.g. its shape).
-    fn with_parent(args: &[&str]) -> Sandbox {
-        let mut sandbox = Sandbox::new();
-        let child = sandbox
-            .command(&["parent", "run"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        sandbox.foreground = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(sandbox.socket()).is_err() {
-            assert!(Instant::now() < deadline, "the parent did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        sandbox
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("parent.sock")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nectl"));
-        command
-            .args(args)
-            .env("NECTL_SOCKET", self.socket())
-            .env("NECTL_BACKEND", "vm");
-        command
-    }
-
-    fn nectl(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let output = self.nectl(args);
-        assert!(
-            output.status.success(),
-            "nectl {args:?} failed: {}\nparent log:\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            self.log()
+        let missing = format!(
+            "SKIPPED: the enclave VM tests need {} and QEMU ({}); run scripts/build-hello.sh",
+            eif.display(),
+            kit.display()
         );
-        serde_json::from_slice(&output.stdout).unwrap()
+        assert!(std::env::var_os("NE_REQUIRE_ALL").is_none(), "{missing}");
+        eprintln!("{missing}");
+        None
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("parent.log")).unwrap_or_default()
+    /// A parent of its own in a temporary directory; stopped (with its enclaves) on drop.
+    struct Sandbox {
+        dir: tempfile::TempDir,
+        foreground: Option<Child>,
     }
 
-    fn run(&self, eif: &Path, rest: &str) -> Value {
-        let eif = eif.to_str().unwrap();
-        let args: Vec<&str> = ["run-enclave", "--eif-path", eif]
-            .into_iter()
-            .chain(rest.split_whitespace())
-            .collect();
-        self.json(&args)
-    }
-
-    /// The QEMU process of each enclave, from `parent status`.
-    fn qemu_pids(&self) -> Vec<u32> {
-        let status = self.json(&["parent", "status"]);
-        status["EnclaveBackends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["Pid"].as_str().unwrap().parse().unwrap())
-            .collect()
-    }
-
-    /// Connects to `port` of the enclave at `cid` through the parent's hybrid vsock.
-    fn connect(&self, cid: u64, port: u32) -> UnixStream {
-        let path = self.dir.path().join(format!("vsock/enclave-{cid}.sock"));
-        let mut stream = UnixStream::connect(path).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        writeln!(stream, "CONNECT {port}").unwrap();
-        stream
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.nectl(&["parent", "stop"]);
-        if let Some(mut child) = self.foreground.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+    impl Sandbox {
+        fn new() -> Sandbox {
+            Sandbox {
+                dir: tempfile::tempdir().unwrap(),
+                foreground: None,
+            }
         }
-    }
-}
 
-/// Whether process `pid` is gone (or a zombie nobody waits for).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
+        /// A sandbox whose parent is started by the test with `args` (e.g. its shape).
+        fn with_parent(args: &[&str]) -> Sandbox {
+            let mut sandbox = Sandbox::new();
+            let child = sandbox
+                .command(&["parent", "run"])
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            sandbox.foreground = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while UnixStream::connect(sandbox.socket()).is_err() {
+                assert!(Instant::now() < deadline, "the parent did not listen");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            sandbox
+        }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+        fn socket(&self) -> PathBuf {
+            self.dir.path().join("parent.sock")
+        }
 
-/// Sends `line` to port 5005 of the enclave at `cid` and returns its answer. The
-/// application listens only after the enclave's heartbeat, so a refused connection (the
-/// enclave answered RST) is tried again for a while, as a client would.
-fn ask(sandbox: &Sandbox, cid: u64, line: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stream = sandbox.connect(cid, 5005);
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut ok = String::new();
-        reader.read_line(&mut ok).unwrap();
-        if !ok.starts_with("OK ") {
+        fn command(&self, args: &[&str]) -> Command {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_nectl"));
+            command
+                .args(args)
+                .env("NECTL_SOCKET", self.socket())
+                .env("NECTL_BACKEND", "vm");
+            command
+        }
+
+        fn nectl(&self, args: &[&str]) -> Output {
+            self.command(args).output().unwrap()
+        }
+
+        fn json(&self, args: &[&str]) -> Value {
+            let output = self.nectl(args);
             assert!(
-                Instant::now() < deadline,
-                "port 5005 of {cid} never accepted"
+                output.status.success(),
+                "nectl {args:?} failed: {}\nparent log:\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                self.log()
             );
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
+            serde_json::from_slice(&output.stdout).unwrap()
         }
-        writeln!(&stream, "{line}").unwrap();
-        let mut answer = String::new();
-        reader.read_line(&mut answer).unwrap();
-        return answer.trim_end().to_owned();
+
+        fn log(&self) -> String {
+            std::fs::read_to_string(self.dir.path().join("parent.log")).unwrap_or_default()
+        }
+
+        fn run(&self, eif: &Path, rest: &str) -> Value {
+            let eif = eif.to_str().unwrap();
+            let args: Vec<&str> = ["run-enclave", "--eif-path", eif]
+                .into_iter()
+                .chain(rest.split_whitespace())
+                .collect();
+            self.json(&args)
+        }
+
+        /// The QEMU process of each enclave, from `parent status`.
+        fn qemu_pids(&self) -> Vec<u32> {
+            let status = self.json(&["parent", "status"]);
+            status["EnclaveBackends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["Pid"].as_str().unwrap().parse().unwrap())
+                .collect()
+        }
+
+        /// Connects to `port` of the enclave at `cid` through the parent's hybrid vsock.
+        fn connect(&self, cid: u64, port: u32) -> UnixStream {
+            let path = self.dir.path().join(format!("vsock/enclave-{cid}.sock"));
+            let mut stream = UnixStream::connect(path).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            writeln!(stream, "CONNECT {port}").unwrap();
+            stream
+        }
     }
-}
 
-/// The hello image with its application run as `/hello ARGS`: a second ramdisk whose `/cmd`
-/// replaces the first one's.
-fn hello_variant(dir: &Path, eif: &Path, args: &[&str]) -> PathBuf {
-    let bytes = std::fs::read(eif).unwrap();
-    let image = ne_eif::Eif::parse(&bytes).unwrap();
-    let mut cmd = String::from("/hello\n");
-    for arg in args {
-        cmd.push_str(arg);
-        cmd.push('\n');
+    impl Drop for Sandbox {
+        fn drop(&mut self) {
+            let _ = self.nectl(&["parent", "stop"]);
+            if let Some(mut child) = self.foreground.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
     }
-    let mut extra = ne_eif::Initramfs::new();
-    extra.file("cmd", 0o644, cmd.into_bytes());
-    let mut ramdisks: Vec<Vec<u8>> = image.ramdisks().map(<[u8]>::to_vec).collect();
-    ramdisks.push(extra.to_bytes());
-    let (variant, _) = ne_eif::EifBuilder {
-        kernel: image.kernel().to_vec(),
-        cmdline: String::from_utf8_lossy(image.cmdline())
-            .trim_end_matches('\0')
-            .to_owned(),
-        ramdisks,
-        metadata: ne_eif::Metadata::new("hello-variant", "1", "2026-12-01T00:00:00Z"),
-        flags: 0,
+
+    /// Whether process `pid` is gone (or a zombie nobody waits for).
+    fn gone(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        }
     }
-    .build()
-    .unwrap();
-    let path = dir.join(format!("hello{}.eif", args.join("")));
-    std::fs::write(&path, variant).unwrap();
-    path
-}
 
-#[test]
-fn test_hello_boots_prints_answers_over_vsock_and_leaves_nothing_when_terminated() {
-    let Some(eif) = hello_eif() else { return };
-    let sandbox = Sandbox::new();
-    let ran = sandbox.run(&eif, "--cpu-count 2 --memory 128 --debug-mode");
-    let cid = ran["EnclaveCID"].as_u64().unwrap();
-    let pids = sandbox.qemu_pids();
-    assert_eq!(pids.len(), 1);
+    fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 
-    let console = sandbox.nectl(&[
-        "console",
-        "--enclave-id",
-        ran["EnclaveID"].as_str().unwrap(),
-        "--disconnect-timeout",
-        "1",
-    ]);
-    let text = String::from_utf8_lossy(&console.stdout);
-    assert!(text.contains("heartbeat sent to the parent"), "{text}");
-    assert!(text.contains("hello from the enclave"), "{text}");
+    /// Sends `line` to port 5005 of the enclave at `cid` and returns its answer. The
+    /// application listens only after the enclave's heartbeat, so a refused connection (the
+    /// enclave answered RST) is tried again for a while, as a client would.
+    fn ask(sandbox: &Sandbox, cid: u64, line: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stream = sandbox.connect(cid, 5005);
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut ok = String::new();
+            reader.read_line(&mut ok).unwrap();
+            if !ok.starts_with("OK ") {
+                assert!(
+                    Instant::now() < deadline,
+                    "port 5005 of {cid} never accepted"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            writeln!(&stream, "{line}").unwrap();
+            let mut answer = String::new();
+            reader.read_line(&mut answer).unwrap();
+            return answer.trim_end().to_owned();
+        }
+    }
 
-    assert_eq!(ask(&sandbox, cid, "ping"), "hello from the enclave: ping");
-    let status = sandbox.json(&["parent", "status"]);
-    assert_ne!(status["HugepagesFreeMiB"], status["HugepagesTotalMiB"]);
+    /// The hello image with its application run as `/hello ARGS`: a second ramdisk whose `/cmd`
+    /// replaces the first one's.
+    fn hello_variant(dir: &Path, eif: &Path, args: &[&str]) -> PathBuf {
+        let bytes = std::fs::read(eif).unwrap();
+        let image = ne_eif::Eif::parse(&bytes).unwrap();
+        let mut cmd = String::from("/hello\n");
+        for arg in args {
+            cmd.push_str(arg);
+            cmd.push('\n');
+        }
+        let mut extra = ne_eif::Initramfs::new();
+        extra.file("cmd", 0o644, cmd.into_bytes());
+        let mut ramdisks: Vec<Vec<u8>> = image.ramdisks().map(<[u8]>::to_vec).collect();
+        ramdisks.push(extra.to_bytes());
+        let (variant, _) = ne_eif::EifBuilder {
+            kernel: image.kernel().to_vec(),
+            cmdline: String::from_utf8_lossy(image.cmdline())
+                .trim_end_matches('\0')
+                .to_owned(),
+            ramdisks,
+            metadata: ne_eif::Metadata::new("hello-variant", "1", "2026-12-01T00:00:00Z"),
+            flags: 0,
+        }
+        .build()
+        .unwrap();
+        let path = dir.join(format!("hello{}.eif", args.join("")));
+        std::fs::write(&path, variant).unwrap();
+        path
+    }
 
-    sandbox.json(&["terminate-enclave", "--all"]);
-    wait_until("QEMU gone", Duration::from_secs(10), || gone(pids[0]));
-    let status = sandbox.json(&["parent", "status"]);
-    assert_eq!(
-        status["HugepagesFreeMiB"], status["HugepagesTotalMiB"],
-        "hugepages back"
-    );
-    // The CPUs came back too: the same ones can be asked for again.
-    let again = sandbox.run(&eif, "--cpu-ids 1 5 --memory 128");
-    assert_eq!(again["CPUIDs"], serde_json::json!([1, 5]));
-}
+    #[test]
+    fn test_hello_boots_prints_answers_over_vsock_and_leaves_nothing_when_terminated() {
+        let Some(eif) = hello_eif() else { return };
+        let sandbox = Sandbox::new();
+        let ran = sandbox.run(&eif, "--cpu-count 2 --memory 128 --debug-mode");
+        let cid = ran["EnclaveCID"].as_u64().unwrap();
+        let pids = sandbox.qemu_pids();
+        assert_eq!(pids.len(), 1);
 
-#[test]
-fn test_a_production_enclave_has_no_console() {
-    let Some(eif) = hello_eif() else { return };
-    let sandbox = Sandbox::new();
-    sandbox.run(&eif, "--cpu-count 2 --memory 128 --enclave-name prod");
-    let output = sandbox.nectl(&["console", "--enclave-name", "prod"]);
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("[E44]"));
-}
+        let console = sandbox.nectl(&[
+            "console",
+            "--enclave-id",
+            ran["EnclaveID"].as_str().unwrap(),
+            "--disconnect-timeout",
+            "1",
+        ]);
+        let text = String::from_utf8_lossy(&console.stdout);
+        assert!(text.contains("heartbeat sent to the parent"), "{text}");
+        assert!(text.contains("hello from the enclave"), "{text}");
 
-#[test]
-fn test_an_enclave_that_powers_off_by_itself_leaves_describe_enclaves() {
-    let Some(eif) = hello_eif() else { return };
-    let sandbox = Sandbox::new();
-    let exiting = hello_variant(sandbox.dir.path(), &eif, &["--exit"]);
-    sandbox.run(&exiting, "--cpu-count 2 --memory 128");
-    wait_until(
-        "the exited enclave gone from describe-enclaves",
-        Duration::from_secs(60),
-        || sandbox.json(&["describe-enclaves"]) == serde_json::json!([]),
-    );
-    assert!(sandbox.log().contains("reason=Exited"), "{}", sandbox.log());
-}
+        assert_eq!(ask(&sandbox, cid, "ping"), "hello from the enclave: ping");
+        let status = sandbox.json(&["parent", "status"]);
+        assert_ne!(status["HugepagesFreeMiB"], status["HugepagesTotalMiB"]);
 
-#[test]
-fn test_a_panicking_enclave_is_reported_crashed() {
-    let Some(eif) = hello_eif() else { return };
-    let sandbox = Sandbox::new();
-    let panicking = hello_variant(sandbox.dir.path(), &eif, &["--panic"]);
-    sandbox.run(&panicking, "--cpu-count 2 --memory 128");
-    wait_until(
-        "the crashed enclave gone from describe-enclaves",
-        Duration::from_secs(60),
-        || sandbox.json(&["describe-enclaves"]) == serde_json::json!([]),
-    );
-    assert!(
-        sandbox.log().contains("reason=Crashed"),
-        "{}",
-        sandbox.log()
-    );
-}
-
-#[test]
-fn test_four_enclaves_at_once_each_answer_on_their_own_cid() {
-    let Some(eif) = hello_eif() else { return };
-    let sandbox = Sandbox::with_parent(&["--cores", "5", "--threads", "1", "--ram-mib", "2048"]);
-    let cids: Vec<u64> = (0..4)
-        .map(|n| {
-            let ran = sandbox.run(
-                &eif,
-                &format!("--cpu-count 1 --memory 128 --enclave-name e{n}"),
-            );
-            ran["EnclaveCID"].as_u64().unwrap()
-        })
-        .collect();
-    let unique: std::collections::BTreeSet<u64> = cids.iter().copied().collect();
-    assert_eq!(unique.len(), 4);
-    for cid in cids {
+        sandbox.json(&["terminate-enclave", "--all"]);
+        wait_until("QEMU gone", Duration::from_secs(10), || gone(pids[0]));
+        let status = sandbox.json(&["parent", "status"]);
         assert_eq!(
-            ask(&sandbox, cid, &format!("to {cid}")),
-            format!("hello from the enclave: to {cid}")
+            status["HugepagesFreeMiB"], status["HugepagesTotalMiB"],
+            "hugepages back"
+        );
+        // The CPUs came back too: the same ones can be asked for again.
+        let again = sandbox.run(&eif, "--cpu-ids 1 5 --memory 128");
+        assert_eq!(again["CPUIDs"], serde_json::json!([1, 5]));
+    }
+
+    #[test]
+    fn test_a_production_enclave_has_no_console() {
+        let Some(eif) = hello_eif() else { return };
+        let sandbox = Sandbox::new();
+        sandbox.run(&eif, "--cpu-count 2 --memory 128 --enclave-name prod");
+        let output = sandbox.nectl(&["console", "--enclave-name", "prod"]);
+        assert!(!output.status.success());
+        assert!(String::from_utf8_lossy(&output.stderr).contains("[E44]"));
+    }
+
+    #[test]
+    fn test_an_enclave_that_powers_off_by_itself_leaves_describe_enclaves() {
+        let Some(eif) = hello_eif() else { return };
+        let sandbox = Sandbox::new();
+        let exiting = hello_variant(sandbox.dir.path(), &eif, &["--exit"]);
+        sandbox.run(&exiting, "--cpu-count 2 --memory 128");
+        wait_until(
+            "the exited enclave gone from describe-enclaves",
+            Duration::from_secs(60),
+            || sandbox.json(&["describe-enclaves"]) == serde_json::json!([]),
+        );
+        assert!(sandbox.log().contains("reason=Exited"), "{}", sandbox.log());
+    }
+
+    #[test]
+    fn test_a_panicking_enclave_is_reported_crashed() {
+        let Some(eif) = hello_eif() else { return };
+        let sandbox = Sandbox::new();
+        let panicking = hello_variant(sandbox.dir.path(), &eif, &["--panic"]);
+        sandbox.run(&panicking, "--cpu-count 2 --memory 128");
+        wait_until(
+            "the crashed enclave gone from describe-enclaves",
+            Duration::from_secs(60),
+            || sandbox.json(&["describe-enclaves"]) == serde_json::json!([]),
+        );
+        assert!(
+            sandbox.log().contains("reason=Crashed"),
+            "{}",
+            sandbox.log()
         );
     }
-}
 
-#[test]
-fn test_kill_9_of_the_parent_leaves_no_qemu_within_5_s() {
-    let Some(eif) = hello_eif() else { return };
-    let mut sandbox = Sandbox::with_parent(&[]);
-    sandbox.run(&eif, "--cpu-count 2 --memory 128");
-    let qemu = sandbox.qemu_pids();
-    let mut parent = sandbox.foreground.take().unwrap();
-    parent.kill().unwrap();
-    parent.wait().unwrap();
-    wait_until(
-        "QEMU gone after kill -9 of its parent",
-        Duration::from_secs(5),
-        || qemu.iter().all(|&pid| gone(pid)),
-    );
-}
-
-#[test]
-fn test_twenty_boots_in_a_row_do_not_hang() {
-    let Some(eif) = hello_eif() else { return };
-    let sandbox = Sandbox::new();
-    for boot in 0..20 {
-        let ran = sandbox.run(&eif, "--cpu-count 2 --memory 128");
-        assert!(ran["EnclaveCID"].as_u64().is_some(), "boot {boot}");
-        sandbox.json(&["terminate-enclave", "--all"]);
-    }
-}
-
-#[test]
-fn test_a_missing_qemu_names_what_to_install() {
-    let sandbox = Sandbox::new();
-    let empty = tempfile::tempdir().unwrap();
-    let image = sandbox.dir.path().join("any.eif");
-    let (eif, _) = ne_eif::EifBuilder {
-        kernel: vec![1; 1000],
-        cmdline: String::new(),
-        ramdisks: vec![vec![2; 1000]],
-        metadata: ne_eif::Metadata::new("any", "1", "2026-12-01T00:00:00Z"),
-        flags: 0,
-    }
-    .build()
-    .unwrap();
-    std::fs::write(&image, eif).unwrap();
-    let output = sandbox
-        .command(&[
-            "run-enclave",
-            "--eif-path",
-            image.to_str().unwrap(),
-            "--cpu-count",
-            "2",
-            "--memory",
-            "64",
-        ])
-        .env("NE_CACHE", empty.path())
-        .env("PATH", "/nonexistent")
-        .env_remove("NE_QEMU")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("scripts/provision.sh"), "{stderr}");
-    assert!(stderr.contains("qemu-system-x86"), "{stderr}");
-}
-
-#[test]
-fn test_a_bad_image_in_enclave_memory_is_refused_at_start_and_boots_nothing() {
-    use ne_driver::{EnclaveDevice, EnclaveFd};
-    use ne_parent::{MemoryDonor, ParentInstance, HUGEPAGE_BYTES};
-    if hello_eif().is_none() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let parent = ne_parent::Parent::new(ne_parent::ParentConfig {
-        ram_mib: 1024,
-        backend: ne_parent::BackendChoice::Vm(ne_parent::VmChoice {
-            accel: None,
-            state_dir: dir.path().join("vms"),
-            vsock_dir: None,
-        }),
-        ..ne_parent::ParentConfig::default()
-    })
-    .unwrap();
-    let (device, mut memory) = parent.process();
-    let enclave = device.create_vm().unwrap();
-    for page in 0..32 {
-        let addr = memory.map_hugepages(HUGEPAGE_BYTES).unwrap();
-        if page == 4 {
-            // 8 MiB into the enclave's memory: where the image belongs, and garbage.
-            memory.write(addr, b"not an enclave image").unwrap();
+    #[test]
+    fn test_four_enclaves_at_once_each_answer_on_their_own_cid() {
+        let Some(eif) = hello_eif() else { return };
+        let sandbox =
+            Sandbox::with_parent(&["--cores", "5", "--threads", "1", "--ram-mib", "2048"]);
+        let cids: Vec<u64> = (0..4)
+            .map(|n| {
+                let ran = sandbox.run(
+                    &eif,
+                    &format!("--cpu-count 1 --memory 128 --enclave-name e{n}"),
+                );
+                ran["EnclaveCID"].as_u64().unwrap()
+            })
+            .collect();
+        let unique: std::collections::BTreeSet<u64> = cids.iter().copied().collect();
+        assert_eq!(unique.len(), 4);
+        for cid in cids {
+            assert_eq!(
+                ask(&sandbox, cid, &format!("to {cid}")),
+                format!("hello from the enclave: to {cid}")
+            );
         }
-        let region = ne_abi::NeUserMemoryRegion {
-            flags: 0,
-            memory_size: HUGEPAGE_BYTES,
-            userspace_addr: addr,
-        };
-        enclave.set_user_memory_region(region).unwrap();
     }
-    enclave.add_vcpu(0).unwrap();
-    enclave.add_vcpu(0).unwrap();
-    let error = enclave.start(0, 0).unwrap_err();
-    assert_eq!(error.errno(), ne_abi::errno::ENOEXEC);
-    assert!(
-        parent.enclave_details(enclave.slot_uid()).is_empty(),
-        "no VM was started"
-    );
+
+    #[test]
+    fn test_kill_9_of_the_parent_leaves_no_qemu_within_5_s() {
+        let Some(eif) = hello_eif() else { return };
+        let mut sandbox = Sandbox::with_parent(&[]);
+        sandbox.run(&eif, "--cpu-count 2 --memory 128");
+        let qemu = sandbox.qemu_pids();
+        let mut parent = sandbox.foreground.take().unwrap();
+        parent.kill().unwrap();
+        parent.wait().unwrap();
+        wait_until(
+            "QEMU gone after kill -9 of its parent",
+            Duration::from_secs(5),
+            || qemu.iter().all(|&pid| gone(pid)),
+        );
+    }
+
+    #[test]
+    fn test_twenty_boots_in_a_row_do_not_hang() {
+        let Some(eif) = hello_eif() else { return };
+        let sandbox = Sandbox::new();
+        for boot in 0..20 {
+            let ran = sandbox.run(&eif, "--cpu-count 2 --memory 128");
+            assert!(ran["EnclaveCID"].as_u64().is_some(), "boot {boot}");
+            sandbox.json(&["terminate-enclave", "--all"]);
+        }
+    }
+
+    #[test]
+    fn test_a_missing_qemu_names_what_to_install() {
+        let sandbox = Sandbox::new();
+        let empty = tempfile::tempdir().unwrap();
+        let image = sandbox.dir.path().join("any.eif");
+        let (eif, _) = ne_eif::EifBuilder {
+            kernel: vec![1; 1000],
+            cmdline: String::new(),
+            ramdisks: vec![vec![2; 1000]],
+            metadata: ne_eif::Metadata::new("any", "1", "2026-12-01T00:00:00Z"),
+            flags: 0,
+        }
+        .build()
+        .unwrap();
+        std::fs::write(&image, eif).unwrap();
+        let output = sandbox
+            .command(&[
+                "run-enclave",
+                "--eif-path",
+                image.to_str().unwrap(),
+                "--cpu-count",
+                "2",
+                "--memory",
+                "64",
+            ])
+            .env("NE_CACHE", empty.path())
+            .env("PATH", "/nonexistent")
+            .env_remove("NE_QEMU")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("scripts/provision.sh"), "{stderr}");
+        assert!(stderr.contains("qemu-system-x86"), "{stderr}");
+    }
+
+    #[test]
+    fn test_a_bad_image_in_enclave_memory_is_refused_at_start_and_boots_nothing() {
+        use ne_driver::{EnclaveDevice, EnclaveFd};
+        use ne_parent::{MemoryDonor, ParentInstance, HUGEPAGE_BYTES};
+        if hello_eif().is_none() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let parent = ne_parent::Parent::new(ne_parent::ParentConfig {
+            ram_mib: 1024,
+            backend: ne_parent::BackendChoice::Vm(ne_parent::VmChoice {
+                accel: None,
+                state_dir: dir.path().join("vms"),
+                vsock_dir: None,
+            }),
+            ..ne_parent::ParentConfig::default()
+        })
+        .unwrap();
+        let (device, mut memory) = parent.process();
+        let enclave = device.create_vm().unwrap();
+        for page in 0..32 {
+            let addr = memory.map_hugepages(HUGEPAGE_BYTES).unwrap();
+            if page == 4 {
+                // 8 MiB into the enclave's memory: where the image belongs, and garbage.
+                memory.write(addr, b"not an enclave image").unwrap();
+            }
+            let region = ne_abi::NeUserMemoryRegion {
+                flags: 0,
+                memory_size: HUGEPAGE_BYTES,
+                userspace_addr: addr,
+            };
+            enclave.set_user_memory_region(region).unwrap();
+        }
+        enclave.add_vcpu(0).unwrap();
+        enclave.add_vcpu(0).unwrap();
+        let error = enclave.start(0, 0).unwrap_err();
+        assert_eq!(error.errno(), ne_abi::errno::ENOEXEC);
+        assert!(
+            parent.enclave_details(enclave.slot_uid()).is_empty(),
+            "no VM was started"
+        );
+    }
 }

@@ -2,19 +2,25 @@
 //! Replays the committed `bar_ops` fuzz corpus (`fuzz/corpus/bar_ops`) in a plain
 //! `cargo test`, so every input the fuzzer kept keeps passing without a nightly toolchain.
 
-use arbitrary::{Arbitrary, Unstructured};
-use ne_device::test_utils::{run_ops, BarOp};
+#[cfg(test)]
+mod tests {
+    use arbitrary::{Arbitrary, Unstructured};
+    use ne_device::test_utils::{run_ops, BarOp};
 
-#[test]
-fn test_bar_ops_corpus_replays_without_panic() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/bar_ops");
-    let mut replayed = 0;
-    for entry in std::fs::read_dir(&dir).expect("the corpus directory") {
-        let bytes = std::fs::read(entry.expect("a corpus entry").path()).expect("a corpus file");
-        let ops = Vec::<BarOp>::arbitrary_take_rest(Unstructured::new(&bytes)).unwrap_or_default();
-        run_ops(&ops, true);
-        run_ops(&ops, false);
-        replayed += 1;
+    #[test]
+    fn test_bar_ops_corpus_replays_without_panic() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/bar_ops");
+        let mut replayed = 0;
+        for entry in std::fs::read_dir(&dir).expect("the corpus directory") {
+            let bytes =
+                std::fs::read(entry.expect("a corpus entry").path()).expect("a corpus file");
+            let ops =
+                Vec::<BarOp>::arbitrary_take_rest(Unstructured::new(&bytes)).unwrap_or_default();
+            run_ops(&ops, true);
+            run_ops(&ops, false);
+            replayed += 1;
+        }
+        assert!(replayed > 0, "the corpus in {} is empty", dir.display());
     }
-    assert!(replayed > 0, "the corpus in {} is empty", dir.display());
 }

@@ -74,9 +74,13 @@ impl EifBuilder {
             crc32: 0,
         };
         let mut body = Vec::new();
-        for (index, (kind, data)) in sections.iter().enumerate() {
-            header.section_offsets[index] = (HEADER_SIZE + body.len()) as u64;
-            header.section_sizes[index] = data.len() as u64;
+        let slots = header
+            .section_offsets
+            .iter_mut()
+            .zip(header.section_sizes.iter_mut());
+        for ((offset, size), (kind, data)) in slots.zip(sections.iter()) {
+            *offset = (HEADER_SIZE + body.len()) as u64;
+            *size = data.len() as u64;
             body.extend_from_slice(&section_header(*kind, data.len() as u64));
             body.extend_from_slice(data);
         }

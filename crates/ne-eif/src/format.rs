@@ -122,9 +122,13 @@ impl Header {
     pub fn decode(bytes: &[u8; HEADER_SIZE]) -> Header {
         let mut section_offsets = [0; MAX_SECTIONS];
         let mut section_sizes = [0; MAX_SECTIONS];
-        for i in 0..MAX_SECTIONS {
-            section_offsets[i] = be_u64(bytes, OFFSETS_AT + 8 * i);
-            section_sizes[i] = be_u64(bytes, SIZES_AT + 8 * i);
+        for (i, (offset, size)) in section_offsets
+            .iter_mut()
+            .zip(section_sizes.iter_mut())
+            .enumerate()
+        {
+            *offset = be_u64(bytes, OFFSETS_AT + 8 * i);
+            *size = be_u64(bytes, SIZES_AT + 8 * i);
         }
         Header {
             version: be_u16(bytes, 4),
@@ -141,21 +145,24 @@ impl Header {
     /// Encodes the header.
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut out = [0; HEADER_SIZE];
-        out[..4].copy_from_slice(&MAGIC);
-        out[4..6].copy_from_slice(&self.version.to_be_bytes());
-        out[6..8].copy_from_slice(&self.flags.to_be_bytes());
-        out[8..16].copy_from_slice(&self.default_mem.to_be_bytes());
-        out[16..24].copy_from_slice(&self.default_cpus.to_be_bytes());
+        put(&mut out, 0, &MAGIC);
+        put(&mut out, 4, &self.version.to_be_bytes());
+        put(&mut out, 6, &self.flags.to_be_bytes());
+        put(&mut out, 8, &self.default_mem.to_be_bytes());
+        put(&mut out, 16, &self.default_cpus.to_be_bytes());
         // 24..26: reserved, zero.
-        out[26..28].copy_from_slice(&self.num_sections.to_be_bytes());
-        for i in 0..MAX_SECTIONS {
-            let at = OFFSETS_AT + 8 * i;
-            out[at..at + 8].copy_from_slice(&self.section_offsets[i].to_be_bytes());
-            let at = SIZES_AT + 8 * i;
-            out[at..at + 8].copy_from_slice(&self.section_sizes[i].to_be_bytes());
+        put(&mut out, 26, &self.num_sections.to_be_bytes());
+        for (i, (offset, size)) in self
+            .section_offsets
+            .iter()
+            .zip(&self.section_sizes)
+            .enumerate()
+        {
+            put(&mut out, OFFSETS_AT + 8 * i, &offset.to_be_bytes());
+            put(&mut out, SIZES_AT + 8 * i, &size.to_be_bytes());
         }
         // CRC_OFFSET - 4..CRC_OFFSET: unused, zero.
-        out[CRC_OFFSET..].copy_from_slice(&self.crc32.to_be_bytes());
+        put(&mut out, CRC_OFFSET, &self.crc32.to_be_bytes());
         out
     }
 
@@ -163,11 +170,14 @@ impl Header {
     /// section. `None` if the table is empty or overflows.
     pub fn image_len(&self) -> Option<u64> {
         let used = usize::from(self.num_sections).min(MAX_SECTIONS);
-        (0..used)
-            .map(|i| {
-                self.section_offsets[i]
+        self.section_offsets
+            .iter()
+            .zip(&self.section_sizes)
+            .take(used)
+            .map(|(offset, size)| {
+                offset
                     .checked_add(SECTION_HEADER_SIZE as u64)?
-                    .checked_add(self.section_sizes[i])
+                    .checked_add(*size)
             })
             .try_fold(0u64, |end, section_end| section_end.map(|e| end.max(e)))
             .filter(|&end| end > 0)
@@ -177,9 +187,16 @@ impl Header {
 /// Encodes a section header.
 pub(crate) fn section_header(kind: SectionType, size: u64) -> [u8; SECTION_HEADER_SIZE] {
     let mut out = [0; SECTION_HEADER_SIZE];
-    out[..2].copy_from_slice(&(kind as u16).to_be_bytes());
-    out[4..].copy_from_slice(&size.to_be_bytes());
+    put(&mut out, 0, &(kind as u16).to_be_bytes());
+    put(&mut out, 4, &size.to_be_bytes());
     out
+}
+
+/// Copies `bytes` into `out` at `at`, as far as `out` goes.
+fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
+    if let Some(dst) = out.get_mut(at..at + bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
 }
 
 /// Decodes a section header: type, flags, size.

@@ -11,6 +11,15 @@
 //! and [`Header::image_len`] tells how many bytes to take. Signature sections are kept but
 //! not verified (PCR8 needs the certificate's X.509 parsing, which this crate leaves out).
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 mod build;
 pub mod format;

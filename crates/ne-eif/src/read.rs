@@ -251,8 +251,14 @@ fn read_section<'a>(
     expected: u64,
 ) -> Result<Section<'a>, EifError> {
     let layout = |reason: String| EifError::Layout { index, reason };
-    let offset = header.section_offsets[index];
-    let size = header.section_sizes[index];
+    let (Some(&offset), Some(&size)) = (
+        header.section_offsets.get(index),
+        header.section_sizes.get(index),
+    ) else {
+        return Err(layout(format!(
+            "index {index} is beyond {MAX_SECTIONS} sections"
+        )));
+    };
     if offset != expected {
         return Err(layout(format!(
             "starts at {offset}, the previous section ends at {expected}"

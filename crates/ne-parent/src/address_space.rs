@@ -83,14 +83,14 @@ impl AddressSpace {
     /// Copies `bytes` into hugepage memory at `addr` (which may span mappings).
     pub fn write(&self, addr: u64, bytes: &[u8]) -> Result<()> {
         self.for_each_frame(addr, bytes.len(), |paddr, range| {
-            self.ram.write(paddr, &bytes[range])
+            self.ram.write(paddr, bytes.get(range).unwrap_or_default())
         })
     }
 
     /// Reads hugepage memory at `addr` into `buf`.
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
         self.for_each_frame(addr, buf.len(), |paddr, range| {
-            self.ram.read(paddr, &mut buf[range])
+            self.ram.read(paddr, buf.get_mut(range).unwrap_or_default())
         })
     }
 

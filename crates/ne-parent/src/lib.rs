@@ -10,6 +10,15 @@
 //!   it to the backend chosen when the parent was built (simulated, or a VM).
 //! - [`KernelParent`], the machine this runs on, through the Linux driver.
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 mod address_space;
 pub mod conformance;

@@ -15,6 +15,15 @@
 //! a signal or a failing QEMU as a crash. No QEMU outlives its parent process: each is
 //! forked from one long-lived thread with QEMU's `exit-with-parent`.
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 mod backend;
 mod qemu;

@@ -476,6 +476,9 @@ impl<P: ParentInstance> Server<P> {
         let ne = driver.and_then(ne_driver::Error::ne_error);
         let errno = driver.map(ne_driver::Error::errno);
         match (error.step(), ne, errno) {
+            (LaunchStep::Request, _, _) if matches!(error, LaunchError::DuplicateCpu(_)) => {
+                CliError::new(Code::InvalidCpuConfiguration, message)
+            }
             (LaunchStep::Request, _, _) => CliError::new(Code::InvalidArgument, message),
             (LaunchStep::Image, _, _) => CliError::new(Code::EifParsing, message)
                 .hint("check the image with `nectl describe-eif`"),
