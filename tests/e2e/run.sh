@@ -76,15 +76,15 @@ while kill -0 "$qemu" 2>/dev/null; do
         case "$line" in
             "HOST crash slot="*)
                 slot=${line#HOST crash slot=}; slot=${slot%% *}
-                "$nectl" device --control "$control" end-enclave --slot "$slot" --crash >>"$work/host.log" 2>&1 ;;
+                "$nectl" control --control "$control" end-enclave --slot "$slot" --crash >>"$work/host.log" 2>&1 ;;
             "HOST fault "*)
                 read -r _ _ command rc <<<"$line"
-                "$nectl" device --control "$control" fault --command "$command" --count 1 --rc "$rc" \
+                "$nectl" control --control "$control" fault --command "$command" --count 1 --rc "$rc" \
                     >>"$work/host.log" 2>&1 ;;
             "HOST checkpoint")
-                "$nectl" device --control "$control" history >"$history" 2>>"$work/host.log" ;;
+                "$nectl" control --control "$control" history >"$history" 2>>"$work/host.log" ;;
             "HOST unloaded")
-                "$nectl" device --control "$control" status >"$status" 2>>"$work/host.log" ;;
+                "$nectl" control --control "$control" status >"$status" 2>>"$work/host.log" ;;
         esac
     done < <(tr -d '\r' <"$serial" | grep -o 'HOST .*' || true)
     sleep 0.2

@@ -145,8 +145,8 @@ enum Command {
     /// Measure, against the floor measured in the same run, and print JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Inspect and steer a device that `nectl serve` runs, through its control socket.
-    Device(DeviceArgs),
+    /// Inspect and steer the device `nectl serve` runs, through its control socket.
+    Control(ControlArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,16 +170,16 @@ enum BenchCommand {
 }
 
 #[derive(Debug, Args)]
-struct DeviceArgs {
+struct ControlArgs {
     /// The control socket given to `nectl serve --control`.
     #[arg(long)]
     control: PathBuf,
     #[command(subcommand)]
-    command: DeviceCommand,
+    command: ControlCommand,
 }
 
 #[derive(Debug, Subcommand)]
-enum DeviceCommand {
+enum ControlCommand {
     /// The slots: state, CID, memory regions, vCPUs.
     Slots,
     /// The last commands the device completed, with their rc.
@@ -233,7 +233,7 @@ struct ServeArgs {
     /// The most vCPUs per enclave.
     #[arg(long, default_value_t = ne_device::config::DEFAULT_MAX_VCPUS_PER_SLOT)]
     max_vcpus: u32,
-    /// A control socket to open beside it (see `nectl device`).
+    /// A control socket to open beside it (see `nectl control`).
     #[arg(long)]
     control: Option<PathBuf>,
     /// Make every enclave start take this long, completed off the socket loop (to test
@@ -446,7 +446,7 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
         Command::Explain { code } => explain(&code).map(Some),
         Command::Parent(command) => parent(&socket, &start, command),
         Command::Serve(args) => serve(cli.socket.as_deref(), &args).map(|()| None),
-        Command::Device(args) => device(&args).map(Some),
+        Command::Control(args) => control(&args).map(Some),
         Command::Bench(BenchCommand::Boot {
             eif_path,
             runs,
@@ -465,13 +465,13 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
     }
 }
 
-fn device(args: &DeviceArgs) -> Result<Value> {
+fn control(args: &ControlArgs) -> Result<Value> {
     use ne_vfio_user::control::{ControlRequest, FaultKind};
     let request = match &args.command {
-        DeviceCommand::Slots => ControlRequest::Slots,
-        DeviceCommand::History => ControlRequest::History,
-        DeviceCommand::Status => ControlRequest::Status,
-        DeviceCommand::Fault {
+        ControlCommand::Slots => ControlRequest::Slots,
+        ControlCommand::History => ControlRequest::History,
+        ControlCommand::Status => ControlRequest::Status,
+        ControlCommand::Fault {
             command,
             count,
             rc,
@@ -495,9 +495,9 @@ fn device(args: &DeviceArgs) -> Result<Value> {
                 action,
             }
         }
-        DeviceCommand::ClearFaults => ControlRequest::ClearFaults,
-        DeviceCommand::ReleaseReply => ControlRequest::ReleaseReply,
-        DeviceCommand::EndEnclave { slot, crash } => ControlRequest::End {
+        ControlCommand::ClearFaults => ControlRequest::ClearFaults,
+        ControlCommand::ReleaseReply => ControlRequest::ReleaseReply,
+        ControlCommand::EndEnclave { slot, crash } => ControlRequest::End {
             slot_uid: *slot,
             crash: *crash,
         },

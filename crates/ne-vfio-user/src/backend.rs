@@ -29,7 +29,7 @@ pub type ServedDevice = NePciDevice<EventFdInterrupt, ServedHypervisor, Arc<Devi
 
 /// What the server loop, the events pump and the control interface share.
 #[derive(Debug)]
-pub struct Shared {
+pub struct ServerState {
     device: Mutex<ServedDevice>,
     irq: EventFdInterrupt,
     memory: SharedMemory,
@@ -37,14 +37,14 @@ pub struct Shared {
     notifier: Notifier,
 }
 
-impl Shared {
+impl ServerState {
     /// A device for `config` (validated by the caller) whose enclaves the backend that
     /// `backend` makes runs; `backend` is given the notifier to signal when it has news.
     /// Starts the pump that delivers that news.
     pub fn new(
         config: DeviceConfig,
         backend: impl FnOnce(Notifier) -> io::Result<ServedBackend>,
-    ) -> io::Result<Arc<Shared>> {
+    ) -> io::Result<Arc<ServerState>> {
         let irq = EventFdInterrupt::default();
         let memory: SharedMemory = Arc::new(RwLock::new(ParentMemory::new()));
         let notifier = Notifier::new();
@@ -52,7 +52,7 @@ impl Shared {
         let log = Arc::new(DeviceLog::new());
         let device = NePciDevice::with_events(config, irq.clone(), hypervisor, Arc::clone(&log))
             .map_err(io::Error::other)?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServerState {
             device: Mutex::new(device),
             irq,
             memory,
@@ -133,7 +133,7 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
+impl Drop for ServerState {
     fn drop(&mut self) {
         self.notifier.close();
     }
@@ -142,12 +142,12 @@ impl Drop for Shared {
 /// The backend one client's `vfio_user::Server::run` drives.
 #[derive(Debug)]
 pub struct Backend {
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
 }
 
 impl Backend {
     /// A backend over `shared`.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<ServerState>) -> Self {
         Backend { shared }
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use thiserror::Error;
 
-use crate::backend::Shared;
+use crate::backend::ServerState;
 
 /// What the host can ask.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +105,7 @@ pub fn parse_command(name: &str) -> Option<Command> {
 }
 
 /// Starts serving the control interface on `path` in a thread.
-pub fn spawn(path: &Path, shared: Arc<Shared>) -> io::Result<JoinHandle<()>> {
+pub fn spawn(path: &Path, shared: Arc<ServerState>) -> io::Result<JoinHandle<()>> {
     if path.exists() {
         std::fs::remove_file(path)?;
     }
@@ -126,7 +126,7 @@ pub fn spawn(path: &Path, shared: Arc<Shared>) -> io::Result<JoinHandle<()>> {
 }
 
 /// Carries out one request.
-pub fn handle(shared: &Shared, request: ControlRequest) -> ControlResponse {
+pub fn handle(shared: &ServerState, request: ControlRequest) -> ControlResponse {
     let mut device = shared.device();
     match request {
         ControlRequest::Slots => Ok(Value::Array(

@@ -48,7 +48,7 @@ use vfio_bindings::bindings::vfio::{
 };
 use vfio_user::{IrqInfo, Server, ServerRegion};
 
-pub use backend::{Backend, ServedBackend, ServedDevice, ServedHypervisor, Shared};
+pub use backend::{Backend, ServedBackend, ServedDevice, ServedHypervisor, ServerState};
 
 /// The default parent CPU count: enough for any ordinary QEMU guest (`-smp` up to 256).
 pub const DEFAULT_PARENT_CPUS: u32 = 256;
@@ -133,7 +133,7 @@ fn irqs() -> Vec<IrqInfo> {
 #[derive(Debug)]
 pub struct NeServer {
     socket: PathBuf,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
 }
 
 impl NeServer {
@@ -153,7 +153,7 @@ impl NeServer {
         backend: impl FnOnce(ne_hypervisor::Notifier) -> io::Result<ServedBackend>,
     ) -> Result<NeServer, Error> {
         config.validate()?;
-        let shared = Shared::new(config, backend).map_err(Error::Backend)?;
+        let shared = ServerState::new(config, backend).map_err(Error::Backend)?;
         Ok(NeServer {
             socket: socket.to_owned(),
             shared,
@@ -162,7 +162,7 @@ impl NeServer {
 
     /// What the server shares with the control interface: the device, its interrupts and
     /// the client's DMA maps.
-    pub fn shared(&self) -> Arc<Shared> {
+    pub fn shared(&self) -> Arc<ServerState> {
         Arc::clone(&self.shared)
     }
 
