@@ -123,6 +123,33 @@ pub fn call<Req: Serialize, Resp: DeserializeOwned>(
     })
 }
 
+/// Listens on the Unix socket `path` without stealing it: a socket file with a live
+/// listener behind it is refused (`AddrInUse`); one with nobody listening (left by a
+/// process that was killed) is stale and replaced; any other file is refused.
+pub fn bind_exclusive(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("another process listens on {}", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    UnixListener::bind(path)
+}
+
 /// Reads one line of at most `max` bytes (without its newline). A line that does not end
 /// within `max` bytes, or a peer that closes before the newline, is an error.
 fn read_line(stream: &UnixStream, max: u64) -> io::Result<Vec<u8>> {
@@ -383,5 +410,23 @@ mod tests {
             assert!(Instant::now() < deadline, "still serving");
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn test_bind_exclusive_replaces_a_stale_socket_and_refuses_a_live_one_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists(), "a dead listener leaves its file");
+        let live = bind_exclusive(&path).unwrap();
+        let error = bind_exclusive(&path).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        drop(live);
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(
+            bind_exclusive(&file).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use thiserror::Error;
 
-use crate::backend::ServerState;
+use crate::state::ServerState;
 
 /// What the host can ask.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,8 +16,14 @@ pub struct EventFdInterrupt {
 
 impl EventFdInterrupt {
     /// Sets (or, with `None`, clears) the eventfd of vector `index`; false if the device has
-    /// no such vector.
+    /// no such vector. The fd is made non-blocking: raising a vector must never wait on
+    /// the client (QEMU's own eventfds are non-blocking already).
     pub fn set(&self, index: u32, fd: Option<File>) -> bool {
+        let fd = fd.inspect(|fd| {
+            if let Ok(flags) = rustix::fs::fcntl_getfl(fd) {
+                let _ = rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK);
+            }
+        });
         let mut fds = self.fds.lock().unwrap_or_else(PoisonError::into_inner);
         match fds.get_mut(usize::try_from(index).unwrap_or(usize::MAX)) {
             Some(slot) => {
@@ -37,15 +43,20 @@ impl EventFdInterrupt {
 impl Interrupt for EventFdInterrupt {
     type Error = io::Error;
 
-    /// Adds 1 to the vector's eventfd; a vector the client gave no eventfd is dropped, as a
-    /// disabled MSI-X vector would be.
+    /// Adds 1 to the vector's eventfd, without waiting: a full eventfd (or pipe) already
+    /// holds a pending interrupt, so nothing is lost. A vector the client gave no eventfd
+    /// is dropped, as a disabled MSI-X vector would be.
     fn trigger(&self, vector: MsixVector) -> io::Result<()> {
         let fds = self.fds.lock().unwrap_or_else(PoisonError::into_inner);
         match fds
             .get(usize::from(vector.index()))
             .and_then(Option::as_ref)
         {
-            Some(mut fd) => fd.write_all(&1u64.to_ne_bytes()),
+            Some(mut fd) => match fd.write(&1u64.to_ne_bytes()) {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) => Err(e),
+            },
             None => Ok(()),
         }
     }

@@ -3,15 +3,22 @@
 //! `-device vfio-user-pci`) sees an NE PCI function and the unmodified Linux
 //! `nitro_enclaves` driver binds to it.
 //!
-//! A thin adapter: [`backend::Backend`] maps the vfio-user regions to the device's config
-//! space (256 bytes) and BAR 3 (8 KiB), the client's DMA maps to the parent RAM ranges that
-//! `SLOT_ADD_MEM` is checked against, and `SET_IRQS` eventfds to the two MSI-X vectors. QEMU
-//! emulates the MSI-X table itself, so the device raises vectors without gating them.
+//! A thin adapter: the vfio-user regions map to the device's config space (256 bytes) and
+//! BAR 3 (8 KiB), the client's DMA maps (with their fds) to the parent RAM the hypervisor
+//! reads and `SLOT_ADD_MEM` is checked against, and `SET_IRQS` eventfds to the two MSI-X
+//! vectors. QEMU emulates the MSI-X table itself, so the device raises vectors without
+//! gating them.
 //!
-//! One client at a time. When a client disconnects (or resets the device), every enclave
-//! is stopped, every slot freed, and the server waits for the next client on the same
-//! socket. The client is untrusted: malformed, truncated or out-of-range messages get an
-//! error reply or a closed connection, never a crash.
+//! The client is untrusted. The message loop is the project's own ([`wire`], `session`):
+//! every message is read whole (a split header included) and bounded before anything is
+//! allocated, decoded from exactly its own bytes, and answered — errors with a non-zero
+//! errno; a message the stream cannot be followed past closes the connection. Raising an
+//! interrupt never waits on the client's eventfd.
+//!
+//! One client at a time: another that connects meanwhile is closed at once. When a client
+//! disconnects, every enclave is stopped, every slot freed and its memory forgotten; a vfio
+//! reset stops and frees too, but keeps the DMA maps (QEMU does not send them again). The
+//! socket stays bound for the server's life, so reconnecting clients are never refused.
 //!
 //! The backend that runs enclaves is chosen once, when the server is built. Commands
 //! complete inside the BAR write that rings the doorbell, except enclave starts that take
@@ -29,29 +36,31 @@
     )
 )]
 
-pub mod backend;
 pub mod control;
 pub mod irq;
+mod session;
+mod state;
+pub mod wire;
 
 use std::io;
-use std::mem::size_of;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
 
-use ne_device::config_space::{BAR_SIZE, CONFIG_SPACE_SIZE};
 use ne_device::DeviceConfig;
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use thiserror::Error;
-use vfio_bindings::bindings::vfio::{
-    vfio_region_info, VFIO_IRQ_INFO_EVENTFD, VFIO_PCI_BAR3_REGION_INDEX,
-    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS,
-    VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
-};
-use vfio_user::{IrqInfo, Server, ServerRegion};
 
-pub use backend::{Backend, ServedBackend, ServedDevice, ServedHypervisor, ServerState};
+pub use session::Ended;
+pub use state::{Refusal, ServedBackend, ServedDevice, ServedHypervisor, ServerState};
 
 /// The default parent CPU count: enough for any ordinary QEMU guest (`-smp` up to 256).
 pub const DEFAULT_PARENT_CPUS: u32 = 256;
+/// How often the accept loop looks whether the session ended.
+const ACCEPT_TICK: Duration = Duration::from_millis(100);
 
 /// Why serving failed.
 #[derive(Debug, Error)]
@@ -66,11 +75,14 @@ pub enum Error {
         path: PathBuf,
         /// Why.
         #[source]
-        source: vfio_user::Error,
+        source: io::Error,
     },
     /// The device's backend or its events pump could not be started.
     #[error("Failed to start the device's backend")]
     Backend(#[source] io::Error),
+    /// Accepting a client failed for good.
+    #[error("Failed to accept a client")]
+    Accept(#[source] io::Error),
 }
 
 /// The device configuration `nectl serve` uses by default: the usual limits, 256 parent
@@ -84,69 +96,29 @@ pub fn default_device_config() -> DeviceConfig {
     }
 }
 
-/// The regions the server declares: config space and BAR 3, read/write, not mappable.
-fn regions() -> Vec<ServerRegion> {
-    (0..VFIO_PCI_NUM_REGIONS)
-        .map(|index| {
-            let size = match index {
-                VFIO_PCI_CONFIG_REGION_INDEX => CONFIG_SPACE_SIZE as u64,
-                VFIO_PCI_BAR3_REGION_INDEX => BAR_SIZE,
-                _ => 0,
-            };
-            let flags = if size > 0 {
-                VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE
-            } else {
-                0
-            };
-            ServerRegion {
-                region_info: vfio_region_info {
-                    argsz: u32::try_from(size_of::<vfio_region_info>()).unwrap_or(u32::MAX),
-                    flags,
-                    index,
-                    cap_offset: 0,
-                    size,
-                    offset: 0,
-                },
-                sparse_areas: Vec::new(),
-                mmap_fd: None,
-            }
-        })
-        .collect()
-}
-
-/// The interrupts the server declares: two MSI-X vectors, nothing else.
-fn irqs() -> Vec<IrqInfo> {
-    (0..VFIO_PCI_NUM_IRQS)
-        .map(|index| IrqInfo {
-            index,
-            flags: VFIO_IRQ_INFO_EVENTFD,
-            count: if index == VFIO_PCI_MSIX_IRQ_INDEX {
-                u32::from(ne_abi::pci::MSIX_VECTORS)
-            } else {
-                0
-            },
-        })
-        .collect()
-}
-
-/// A vfio-user server of the NE device on one socket.
+/// A vfio-user server of the NE device on one socket. It listens from construction until
+/// it is dropped (then its socket file is removed); clients are served one at a time, and
+/// a client that connects while another is served is refused at once (its connection is
+/// closed), never left waiting.
 #[derive(Debug)]
 pub struct NeServer {
     socket: PathBuf,
+    listener: UnixListener,
     shared: Arc<ServerState>,
 }
 
 impl NeServer {
-    /// A server for `config` on `socket` (not yet listening) whose enclaves are simulated.
+    /// A server for `config` listening on `socket`, whose enclaves are simulated.
     pub fn new(socket: &Path, config: DeviceConfig) -> Result<NeServer, Error> {
         Self::with_backend(socket, config, |_| {
             Ok(Box::new(ne_device::SimulatedHypervisor::new()))
         })
     }
 
-    /// A server for `config` on `socket` whose enclaves the backend `backend` makes runs
-    /// (it is given the notifier to signal when it has news). The backend is made once:
-    /// vfio resets and new clients keep it.
+    /// A server for `config` listening on `socket`, whose enclaves the backend `backend`
+    /// makes runs (it is given the notifier to signal when it has news). The backend is
+    /// made once: vfio resets and new clients keep it. A socket file with a live server
+    /// behind it is refused; a stale one (its server was killed) is replaced.
     pub fn with_backend(
         socket: &Path,
         config: DeviceConfig,
@@ -154,8 +126,14 @@ impl NeServer {
     ) -> Result<NeServer, Error> {
         config.validate()?;
         let shared = ServerState::new(config, backend).map_err(Error::Backend)?;
+        let listener = ne_jsonl::bind_exclusive(socket).map_err(|source| Error::Listen {
+            path: socket.to_owned(),
+            source,
+        })?;
+        tracing::info!(socket = %socket.display(), "listening for vfio-user clients");
         Ok(NeServer {
             socket: socket.to_owned(),
+            listener,
             shared,
         })
     }
@@ -166,29 +144,90 @@ impl NeServer {
         Arc::clone(&self.shared)
     }
 
-    /// Serves one client: listens, handles its messages until it disconnects, then resets
-    /// the device and forgets the client's memory.
-    pub fn serve_one(&self) -> Result<(), Error> {
-        let server =
-            Server::new(&self.socket, true, irqs(), regions()).map_err(|source| Error::Listen {
-                path: self.socket.clone(),
-                source,
-            })?;
-        tracing::info!(socket = %self.socket.display(), "waiting for a vfio-user client");
-        let mut backend = Backend::new(Arc::clone(&self.shared));
-        match server.run(&mut backend) {
-            Ok(()) => tracing::info!("client disconnected"),
-            Err(e) => tracing::warn!("client connection ended: {e}"),
-        }
-        drop(server);
-        self.shared.disconnect();
-        Ok(())
+    /// Serves one client to its end (then resets the device and forgets the client's
+    /// memory), refusing any other client meanwhile.
+    pub fn serve_one(&self) -> Result<Ended, Error> {
+        self.serve_clients(Some(1))
+            .map(|mut ended| ended.pop().unwrap_or(Ended::Closed))
     }
 
     /// Serves clients one after another, forever.
     pub fn serve(&self) -> Result<(), Error> {
+        self.serve_clients(None).map(drop)
+    }
+
+    /// Serves `count` clients (`None`: forever); returns how each session ended.
+    fn serve_clients(&self, count: Option<usize>) -> Result<Vec<Ended>, Error> {
+        let (done_tx, done_rx) = channel::<Ended>();
+        let mut busy = false;
+        let mut ended = Vec::new();
         loop {
-            self.serve_one()?;
+            if let Ok(end) = done_rx.try_recv() {
+                busy = false;
+                ended.push(end);
+                if count.is_some_and(|count| ended.len() >= count) {
+                    return Ok(ended);
+                }
+            }
+            if !self.wait_for_client()? {
+                continue;
+            }
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of fds, most likely: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    thread::sleep(ACCEPT_TICK);
+                    continue;
+                }
+            };
+            if busy {
+                tracing::warn!("a second client connected while one is served: refused");
+                drop(stream);
+                continue;
+            }
+            busy = true;
+            self.start_session(stream, done_tx.clone())?;
         }
+    }
+
+    /// Waits up to a tick for a client to connect; true when one is waiting.
+    fn wait_for_client(&self) -> Result<bool, Error> {
+        let mut fds = [PollFd::new(&self.listener, PollFlags::IN)];
+        let tick = Timespec {
+            tv_sec: 0,
+            tv_nsec: i64::try_from(ACCEPT_TICK.as_nanos()).unwrap_or(100_000_000),
+        };
+        match poll(&mut fds, Some(&tick)) {
+            Ok(ready) => Ok(ready > 0),
+            Err(rustix::io::Errno::INTR) => Ok(false),
+            Err(e) => Err(Error::Accept(e.into())),
+        }
+    }
+
+    /// Serves `stream` on a thread of its own; its end is sent to `done`.
+    fn start_session(&self, stream: UnixStream, done: Sender<Ended>) -> Result<(), Error> {
+        let shared = Arc::clone(&self.shared);
+        thread::Builder::new()
+            .name("ne-vfio-user".to_owned())
+            .spawn(move || {
+                tracing::info!("vfio-user client connected");
+                let end = session::serve(&shared, &stream);
+                match &end {
+                    Ended::Closed => tracing::info!("client disconnected"),
+                    Ended::Broken(why) => tracing::warn!("client connection ended: {why}"),
+                }
+                shared.disconnect();
+                let _ = done.send(end);
+            })
+            .map(drop)
+            .map_err(Error::Accept)
+    }
+}
+
+impl Drop for NeServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
     }
 }

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The `vfio_user::ServerBackend` of the device: regions to config space and BAR 3, DMA maps
-//! (with their fds) to the parent RAM the hypervisor reads, `SET_IRQS` to eventfds. The client is untrusted: every offset and length
-//! is checked before the device sees it, and nothing it sends can panic the server.
+//! What the server keeps across clients: the device (with the backend chosen once), its
+//! interrupts, the client's RAM as its DMA maps describe it, the device's log, and the
+//! pump that delivers the backend's news.
 
 use std::fs::File;
 use std::io;
+
+use ne_abi::errno::EINVAL;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use ne_device::config_space::{BAR_SIZE, CONFIG_SPACE_SIZE};
@@ -16,7 +18,6 @@ use vfio_bindings::bindings::vfio::{
     VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE,
     VFIO_PCI_BAR3_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX,
 };
-use vfio_user::{DmaMapFlags, DmaUnmapFlags, ServerBackend};
 
 use crate::irq::EventFdInterrupt;
 
@@ -106,30 +107,122 @@ impl ServerState {
     }
 
     /// Records a DMA map (replacing what it overlaps) and tells the device where RAM is.
-    fn map(&self, address: u64, size: u64, fd: Option<File>, offset: u64) -> io::Result<()> {
+    pub(crate) fn map(
+        &self,
+        address: u64,
+        size: u64,
+        fd: Option<File>,
+        offset: u64,
+    ) -> Result<(), Refusal> {
         let mut memory = self.memory.write().unwrap_or_else(PoisonError::into_inner);
         if !memory.map(address, size, fd.map(Arc::new), offset) {
-            return Err(invalid(format!(
-                "DMA map of {size:#x} bytes at {address:#x} is empty or wraps"
+            return Err(Refusal::invalid(format!(
+                "DMA map of {size:#x} bytes at {address:#x} (offset {offset:#x}) is empty or wraps"
             )));
         }
         tracing::debug!(address, size, offset, "DMA map");
         self.device()
             .set_parent_ram(memory.donatable_ranges())
-            .map_err(io::Error::other)
+            .map_err(|e| Refusal::invalid(e.to_string()))
     }
 
     /// Forgets a DMA map and tells the device where RAM is.
-    fn unmap(&self, address: u64, size: u64) -> io::Result<()> {
+    pub(crate) fn unmap(&self, address: u64, size: u64) -> Result<(), Refusal> {
         let mut memory = self.memory.write().unwrap_or_else(PoisonError::into_inner);
         if !memory.unmap(address, size) {
-            return Err(invalid(format!(
+            return Err(Refusal::invalid(format!(
                 "DMA unmap of {size:#x} bytes at {address:#x} wraps"
             )));
         }
         self.device()
             .set_parent_ram(memory.donatable_ranges())
-            .map_err(io::Error::other)
+            .map_err(|e| Refusal::invalid(e.to_string()))
+    }
+
+    /// Reads `data.len()` bytes of `region` at `offset`.
+    pub(crate) fn region_read(
+        &self,
+        region: u32,
+        offset: u64,
+        data: &mut [u8],
+    ) -> Result<(), Refusal> {
+        match region {
+            VFIO_PCI_CONFIG_REGION_INDEX => {
+                check_range(region, offset, data.len(), CONFIG_SPACE_SIZE as u64)?;
+                self.device().read_config(offset, data);
+                Ok(())
+            }
+            VFIO_PCI_BAR3_REGION_INDEX => {
+                check_range(region, offset, data.len(), BAR_SIZE)?;
+                self.device().read_bar(offset, data);
+                Ok(())
+            }
+            _ => Err(Refusal::invalid(format!("region {region} does not exist"))),
+        }
+    }
+
+    /// Writes `data` to `region` at `offset`.
+    pub(crate) fn region_write(
+        &self,
+        region: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), Refusal> {
+        let written = match region {
+            VFIO_PCI_CONFIG_REGION_INDEX => {
+                check_range(region, offset, data.len(), CONFIG_SPACE_SIZE as u64)?;
+                self.device().write_config(offset, data)
+            }
+            VFIO_PCI_BAR3_REGION_INDEX => {
+                check_range(region, offset, data.len(), BAR_SIZE)?;
+                self.device().write_bar(offset, data)
+            }
+            _ => return Err(Refusal::invalid(format!("region {region} does not exist"))),
+        };
+        // A vector the client cannot take is its own loss; the write itself happened.
+        if let Err(e) = written {
+            tracing::debug!("raising a vector failed: {e}");
+        }
+        Ok(())
+    }
+
+    /// `SET_IRQS`: the eventfds of MSI-X vectors `start..start + count` (or none).
+    pub(crate) fn set_irqs(
+        &self,
+        index: u32,
+        flags: u32,
+        start: u32,
+        count: u32,
+        fds: Vec<File>,
+    ) -> Result<(), Refusal> {
+        if index != VFIO_PCI_MSIX_IRQ_INDEX {
+            // The device has no INTx or MSI: accept disabling them, refuse anything else.
+            return if count == 0 {
+                Ok(())
+            } else {
+                Err(Refusal::invalid(format!(
+                    "IRQ index {index} has no vectors"
+                )))
+            };
+        }
+        let end = start
+            .checked_add(count)
+            .filter(|&end| end <= u32::from(ne_abi::pci::MSIX_VECTORS));
+        let Some(end) = end else {
+            return Err(Refusal::invalid(format!(
+                "MSI-X vectors {start}+{count} do not exist"
+            )));
+        };
+        let trigger = flags & VFIO_IRQ_SET_ACTION_TRIGGER != 0;
+        if trigger && flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 {
+            let mut fds = fds.into_iter();
+            for vector in start..end {
+                self.irq.set(vector, fds.next());
+            }
+        } else if trigger && flags & VFIO_IRQ_SET_DATA_NONE != 0 && count == 0 {
+            self.irq.clear();
+        }
+        Ok(())
     }
 }
 
@@ -139,128 +232,32 @@ impl Drop for ServerState {
     }
 }
 
-/// The backend one client's `vfio_user::Server::run` drives.
-#[derive(Debug)]
-pub struct Backend {
-    shared: Arc<ServerState>,
+/// Why a client's request was refused: the errno its error reply carries, and why (for
+/// the log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The errno (positive, never 0).
+    pub errno: i32,
+    /// What was wrong.
+    pub why: String,
 }
 
-impl Backend {
-    /// A backend over `shared`.
-    pub fn new(shared: Arc<ServerState>) -> Self {
-        Backend { shared }
+impl Refusal {
+    /// An `EINVAL` refusal.
+    pub fn invalid(why: String) -> Refusal {
+        Refusal { errno: EINVAL, why }
     }
 }
 
-fn invalid(why: String) -> io::Error {
-    tracing::warn!("client request refused: {why}");
-    io::Error::new(io::ErrorKind::InvalidInput, why)
-}
-
 /// Checks that `len` bytes at `offset` fit in a region of `size` bytes.
-fn check_range(region: u32, offset: u64, len: usize, size: u64) -> io::Result<()> {
+fn check_range(region: u32, offset: u64, len: usize, size: u64) -> Result<(), Refusal> {
     let end = u64::try_from(len)
         .ok()
         .and_then(|len| offset.checked_add(len));
     match end {
         Some(end) if end <= size => Ok(()),
-        _ => Err(invalid(format!(
+        _ => Err(Refusal::invalid(format!(
             "region {region}: {len} bytes at {offset:#x} exceed its {size} bytes"
         ))),
-    }
-}
-
-impl ServerBackend for Backend {
-    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> io::Result<()> {
-        match region {
-            VFIO_PCI_CONFIG_REGION_INDEX => {
-                check_range(region, offset, data.len(), CONFIG_SPACE_SIZE as u64)?;
-                self.shared.device().read_config(offset, data);
-                Ok(())
-            }
-            VFIO_PCI_BAR3_REGION_INDEX => {
-                check_range(region, offset, data.len(), BAR_SIZE)?;
-                self.shared.device().read_bar(offset, data);
-                Ok(())
-            }
-            _ => Err(invalid(format!("region {region} does not exist"))),
-        }
-    }
-
-    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> io::Result<()> {
-        match region {
-            VFIO_PCI_CONFIG_REGION_INDEX => {
-                check_range(region, offset, data.len(), CONFIG_SPACE_SIZE as u64)?;
-                self.shared
-                    .device()
-                    .write_config(offset, data)
-                    .map_err(io::Error::other)
-            }
-            VFIO_PCI_BAR3_REGION_INDEX => {
-                check_range(region, offset, data.len(), BAR_SIZE)?;
-                self.shared
-                    .device()
-                    .write_bar(offset, data)
-                    .map_err(io::Error::other)
-            }
-            _ => Err(invalid(format!("region {region} does not exist"))),
-        }
-    }
-
-    fn dma_map(
-        &mut self,
-        _flags: DmaMapFlags,
-        offset: u64,
-        address: u64,
-        size: u64,
-        fd: Option<File>,
-    ) -> io::Result<()> {
-        self.shared.map(address, size, fd, offset)
-    }
-
-    fn dma_unmap(&mut self, _flags: DmaUnmapFlags, address: u64, size: u64) -> io::Result<()> {
-        self.shared.unmap(address, size)
-    }
-
-    fn reset(&mut self) -> io::Result<()> {
-        tracing::info!("device reset by the client");
-        self.shared.reset();
-        Ok(())
-    }
-
-    fn set_irqs(
-        &mut self,
-        index: u32,
-        flags: u32,
-        start: u32,
-        count: u32,
-        fds: Vec<File>,
-    ) -> io::Result<()> {
-        if index != VFIO_PCI_MSIX_IRQ_INDEX {
-            // The device has no INTx or MSI: accept disabling them, refuse anything else.
-            return if count == 0 {
-                Ok(())
-            } else {
-                Err(invalid(format!("IRQ index {index} has no vectors")))
-            };
-        }
-        let end = start
-            .checked_add(count)
-            .filter(|&end| end <= u32::from(ne_abi::pci::MSIX_VECTORS));
-        let Some(end) = end else {
-            return Err(invalid(format!(
-                "MSI-X vectors {start}+{count} do not exist"
-            )));
-        };
-        let trigger = flags & VFIO_IRQ_SET_ACTION_TRIGGER != 0;
-        if trigger && flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 {
-            let mut fds = fds.into_iter();
-            for vector in start..end {
-                self.shared.irq.set(vector, fds.next());
-            }
-        } else if trigger && flags & VFIO_IRQ_SET_DATA_NONE != 0 && count == 0 {
-            self.shared.irq.clear();
-        }
-        Ok(())
     }
 }
