@@ -389,7 +389,7 @@ pub fn print_json(value: &Value) {
 
 /// Runs a parsed command; `Some` is JSON to print.
 pub fn run(cli: Cli) -> Result<Option<Value>> {
-    let socket = socket_path(cli.socket.as_deref());
+    let socket = socket_path(cli.socket.as_deref())?;
     let start = ParentStart {
         device: cli.device.clone(),
         backend: cli.backend,
@@ -427,7 +427,11 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
                 (None, Some(name)) => Target::Name(name),
                 (None, None) => Target::All,
             };
-            call(&socket, &Request::Terminate(target), None).map(Some)
+            match target {
+                // Every enclave of no parent is none at all.
+                Target::All if !parent_runs(&socket) => Ok(Some(json!([]))),
+                target => call(&socket, &Request::Terminate(target), None).map(Some),
+            }
         }
         Command::DescribeEif { eif_path } => eif_cmds::describe(&eif_path).map(Some),
         Command::BuildEif(args) => eif_cmds::build(&BuildArgs {
@@ -540,6 +544,16 @@ fn serve(socket: Option<&Path>, args: &ServeArgs) -> Result<()> {
         })
     })
     .map_err(|e| CliError::new(Code::InvalidArgument, ne_hypervisor::error_chain(&e)))?;
+    let files: Vec<PathBuf> = std::iter::once(socket.to_owned())
+        .chain(args.control.clone())
+        .collect();
+    crate::signals::on_termination(move |signal| {
+        tracing::info!(signal, "stopping on a signal");
+        for file in &files {
+            let _ = std::fs::remove_file(file);
+        }
+        std::process::exit(0);
+    })?;
     if let Some(control) = &args.control {
         ne_vfio_user::control::spawn(control, server.shared()).map_err(|e| {
             CliError::new(
@@ -608,9 +622,14 @@ fn run_enclave(socket: &Path, start: &ParentStart, args: RunArgs) -> Result<Valu
     call(socket, &request, Some(start))
 }
 
+/// Whether a parent answers on `socket` (a socket file left by a killed parent is not one).
+fn parent_runs(socket: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
+}
+
 fn describe_enclaves(socket: &Path) -> Result<Value> {
     // No parent running means no enclaves, as nitro-cli prints [] with none.
-    if !socket.exists() {
+    if !parent_runs(socket) {
         return Ok(json!([]));
     }
     call(socket, &Request::Describe, None)
@@ -673,14 +692,19 @@ fn parent(socket: &Path, start: &ParentStart, command: ParentCommand) -> Result<
             server::serve(socket, spec).map(|()| None)
         }
         ParentCommand::Stop => {
-            if !socket.exists() {
+            if !parent_runs(socket) {
                 return Ok(Some(
-                    json!({ "Stopped": false, "Reason": "no emulated parent runs" }),
+                    json!({ "Stopped": false, "Reason": "no parent runs", "Socket": socket }),
                 ));
             }
             call(socket, &Request::Stop, None).map(Some)
         }
-        ParentCommand::Status => call(socket, &Request::Status, None).map(Some),
+        ParentCommand::Status => {
+            if !parent_runs(socket) {
+                return Ok(Some(json!({ "Running": false, "Socket": socket })));
+            }
+            call(socket, &Request::Status, None).map(Some)
+        }
         ParentCommand::EndEnclave { enclave, crash } => {
             call(socket, &Request::End { enclave, crash }, None).map(Some)
         }

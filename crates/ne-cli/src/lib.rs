@@ -21,4 +21,5 @@ pub mod files;
 pub mod json;
 pub mod parent;
 pub mod paths;
+pub mod signals;
 pub mod vsock_connect;

@@ -26,6 +26,10 @@ mod tests {
             self.dir.path().join("parent.sock")
         }
 
+        fn log(&self) -> String {
+            std::fs::read_to_string(self.dir.path().join("parent.log")).unwrap_or_default()
+        }
+
         fn path(&self, name: &str) -> PathBuf {
             self.dir.path().join(name)
         }
@@ -327,8 +331,68 @@ mod tests {
     fn test_commands_without_a_parent_say_so() {
         let sandbox = Sandbox::new();
         assert_eq!(sandbox.json(&["describe-enclaves"]), serde_json::json!([]));
-        sandbox.fails(&["terminate-enclave", "--all"], "E39");
+        assert_eq!(
+            sandbox.json(&["terminate-enclave", "--all"]),
+            serde_json::json!([])
+        );
+        sandbox.fails(&["terminate-enclave", "--enclave-name", "x"], "E39");
         assert_eq!(sandbox.json(&["parent", "stop"])["Stopped"], false);
+        assert_eq!(sandbox.json(&["parent", "status"])["Running"], false);
+    }
+
+    #[test]
+    fn test_after_kill_9_of_the_parent_commands_see_no_parent_and_a_new_one_starts() {
+        let sandbox = Sandbox::new();
+        let mut parent = start_parent(&sandbox, &[]);
+        let (eif, _) = sandbox.eif("again");
+        parent.kill().unwrap();
+        parent.wait().unwrap();
+        assert!(
+            sandbox.socket().exists(),
+            "a killed parent leaves its socket file"
+        );
+        assert_eq!(sandbox.json(&["describe-enclaves"]), serde_json::json!([]));
+        assert_eq!(
+            sandbox.json(&["terminate-enclave", "--all"]),
+            serde_json::json!([])
+        );
+        assert_eq!(sandbox.json(&["parent", "status"])["Running"], false);
+        assert_eq!(sandbox.json(&["parent", "stop"])["Stopped"], false);
+        let ran = sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 64"));
+        assert_eq!(
+            ran["EnclaveName"], "again",
+            "a new parent replaced the stale socket"
+        );
+    }
+
+    #[test]
+    fn test_sigterm_stops_the_parent_and_removes_its_socket() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("term");
+        sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 64"));
+        let pid = sandbox.json(&["parent", "status"])["ProcessID"]
+            .as_u64()
+            .unwrap();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sandbox.socket().exists() {
+            assert!(Instant::now() < deadline, "the socket is still there");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            sandbox.log().contains("stopping on a signal"),
+            "{}",
+            sandbox.log()
+        );
+        assert!(
+            sandbox.log().contains("enclave terminated"),
+            "{}",
+            sandbox.log()
+        );
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! guest sees vector 1). One JSON request line, one JSON response line per connection.
 
 use std::io;
-use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -106,10 +105,8 @@ pub fn parse_command(name: &str) -> Option<Command> {
 
 /// Starts serving the control interface on `path` in a thread.
 pub fn spawn(path: &Path, shared: Arc<ServerState>) -> io::Result<JoinHandle<()>> {
-    if path.exists() {
-        std::fs::remove_file(path)?;
-    }
-    let server = Server::new(UnixListener::bind(path)?, Limits::default());
+    // A live control socket belongs to another server: never take it over.
+    let server = Server::new(ne_jsonl::bind_exclusive(path)?, Limits::default());
     thread::Builder::new()
         .name("ne-control".to_owned())
         .spawn(move || {

@@ -102,6 +102,22 @@ fn run<P: ParentInstance + 'static>(
         socket: socket.to_owned(),
     });
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "parent listening");
+    // A termination signal stops the parent as `nectl parent stop` does: every enclave
+    // terminated, the socket removed.
+    let stopping = socket.to_owned();
+    crate::signals::on_termination(move |signal| {
+        tracing::info!(signal, "stopping on a signal");
+        let stop = ne_jsonl::call::<_, Response>(
+            &stopping,
+            &Request::Stop,
+            Duration::from_secs(60),
+            &protocol::limits(),
+        );
+        if stop.is_err() {
+            let _ = std::fs::remove_file(&stopping);
+            std::process::exit(1);
+        }
+    })?;
     let serving = Arc::clone(&server);
     ne_jsonl::Server::new(listener, protocol::limits()).run(
         move |request: std::result::Result<Request, String>| {
