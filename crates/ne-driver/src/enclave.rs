@@ -254,12 +254,15 @@ impl<B: Bar + 'static> Enclave<B> {
         self.release_now()
     }
 
+    /// Closes the enclave once: a refused close is not tried again (on drop), as an fd is
+    /// closed only once.
     fn release_now(&self) -> Result<()> {
         let mut enclaves = lock(&self.shared.enclaves);
         let mut inner = lock(&self.cell.inner);
-        if inner.released || inner.slot_uid == 0 {
+        if inner.closed || inner.slot_uid == 0 {
             return Ok(());
         }
+        inner.closed = true;
         let stopped = [EnclaveState::Init.value(), EnclaveState::Stopped.value()];
         let slot_uid = U64::new(inner.slot_uid);
         if !stopped.contains(&inner.state) {
@@ -271,7 +274,6 @@ impl<B: Bar + 'static> Enclave<B> {
             pool.give_back(&inner.cores);
         }
         inner.cores.clear();
-        inner.released = true;
         Ok(())
     }
 }

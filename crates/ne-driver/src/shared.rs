@@ -96,7 +96,8 @@ pub(crate) struct EnclaveInner {
     pub(crate) has_event: bool,
     pub(crate) cid: u64,
     pub(crate) flags: u64,
-    pub(crate) released: bool,
+    /// The fd was closed (released), whether or not the device accepted it.
+    pub(crate) closed: bool,
 }
 
 /// An enclave's record and the wait queue its poll sleeps on.
@@ -124,7 +125,7 @@ impl EnclaveCell {
                 has_event: false,
                 cid: 0,
                 flags: 0,
-                released: false,
+                closed: false,
             }),
             event: Condvar::new(),
         }
