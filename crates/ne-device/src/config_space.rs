@@ -27,9 +27,10 @@ pub const BAR3: usize = 0x10 + 4 * pci::BAR_INDEX as usize;
 /// Offset of the MSI-X Message Control register.
 pub const MSIX_CONTROL: usize = MSIX_CAP_OFFSET + 2;
 
-/// Command bits the driver may set: memory space, bus master, parity and SERR# response,
-/// INTx disable. The device has no I/O BAR, so I/O space stays 0.
-const COMMAND_WRITABLE: u16 = 0x0002 | 0x0004 | 0x0040 | 0x0100 | 0x0400;
+/// Command bits the driver may set: memory space (bit 1), bus master (2), parity error
+/// response (6), SERR# enable (8), INTx disable (10). The device has no I/O BAR, so I/O
+/// space (bit 0) stays 0.
+const COMMAND_WRITABLE: u16 = 0b0000_0101_0100_0110;
 /// Status bit 4: the function has a capability list.
 const STATUS_CAP_LIST: u16 = 0x0010;
 /// Capability id of MSI-X.
@@ -110,7 +111,8 @@ impl ConfigSpace {
         for (i, &value) in data.iter().enumerate() {
             let Some(at) = at(offset, i) else { continue };
             if let (Some(byte), Some(&mask)) = (self.bytes.get_mut(at), self.writable.get(at)) {
-                *byte = (*byte & !mask) | (value & mask);
+                // Flip exactly the writable bits that differ.
+                *byte ^= (*byte ^ value) & mask;
             }
         }
     }
@@ -165,10 +167,10 @@ impl ConfigSpace {
     }
 }
 
-/// The config-space index of byte `i` of an access at `offset`, if inside the space.
+/// The config-space index of byte `i` of an access at `offset` (the space's `get` then
+/// refuses one past its end).
 fn at(offset: u64, i: usize) -> Option<usize> {
-    let at = usize::try_from(offset).ok()?.checked_add(i)?;
-    (at < CONFIG_SPACE_SIZE).then_some(at)
+    usize::try_from(offset).ok()?.checked_add(i)
 }
 
 #[cfg(test)]

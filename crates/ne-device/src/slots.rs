@@ -9,7 +9,6 @@ use std::ops::Range;
 
 use ne_abi::uapi::{
     is_reserved_cid, ENCLAVE_START_MAX_FLAG_VAL, LAST_ENCLAVE_CID, MIN_ENCLAVE_MEM_SIZE,
-    PARENT_VM_CID,
 };
 use ne_abi::EnclaveState;
 
@@ -371,11 +370,7 @@ impl SlotTable {
         self.slot_mut(uid)?.state = SlotState::Starting { cid, flags };
         self.live_cids.insert(cid, uid);
         if cid >= self.next_cid {
-            self.next_cid = if cid >= LAST_ENCLAVE_CID {
-                FIRST_AUTO_CID
-            } else {
-                cid + 1
-            };
+            self.next_cid = auto_cid_after(cid);
         }
         Ok(())
     }
@@ -576,11 +571,7 @@ impl SlotTable {
             if !self.live_cids.contains_key(&cid) {
                 return Ok(cid);
             }
-            cid = if cid >= LAST_ENCLAVE_CID {
-                PARENT_VM_CID + 1
-            } else {
-                cid + 1
-            };
+            cid = auto_cid_after(cid);
         }
         Err(CmdError::CidsExhausted)
     }
@@ -607,5 +598,15 @@ fn wrong_state(slot: &Slot) -> CmdError {
     CmdError::WrongState {
         slot_uid: slot.uid,
         state: slot.state.describe(),
+    }
+}
+
+/// The automatic CID tried after `cid`: the next one, wrapping from the last enclave CID
+/// back to [`FIRST_AUTO_CID`].
+fn auto_cid_after(cid: u64) -> u64 {
+    if cid >= LAST_ENCLAVE_CID {
+        FIRST_AUTO_CID
+    } else {
+        cid + 1
     }
 }

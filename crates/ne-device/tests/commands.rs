@@ -6,6 +6,7 @@ mod common;
 #[cfg(test)]
 mod tests {
     use crate::common::*;
+    use ne_abi::uapi::LAST_ENCLAVE_CID;
     use ne_abi::{
         regs, CmdReply, EnclaveGetSlotReq, EnclaveState, EnclaveStopReq, MsixVector, NextSlotReq,
         SlotAddBulkVcpusReq, SlotCountReq,
@@ -760,5 +761,94 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// Starts a 64 MiB enclave at `index` × 64 MiB on vCPU `index` with `cid`; (uid, CID).
+    fn run(device: &mut TestDevice, index: u64, cid: u64) -> (u64, u64) {
+        let vcpu = u32::try_from(index).unwrap();
+        let uid = ready_slot(device, index * MIB64, vcpu);
+        let reply = start(device, uid, cid, 0);
+        assert_eq!(reply.rc.get(), 0, "start with CID {cid}");
+        (uid, reply.enclave_cid.get())
+    }
+
+    /// Stops and frees the enclave of `uid`.
+    fn end(device: &mut TestDevice, uid: u64) {
+        assert_eq!(stop(device, uid).rc.get(), 0);
+        assert_eq!(free(device, uid).rc.get(), 0);
+    }
+
+    #[test]
+    fn test_auto_cids_follow_the_highest_explicit_one_wrap_and_skip_cids_in_use() {
+        let config = DeviceConfig {
+            parent_cpus: 8,
+            ..DeviceConfig::default()
+        };
+        let (mut device, _) = probed_with(config, SimulatedHypervisor::new());
+        assert_eq!(device.config().parent_cpus, 8);
+        let (_, explicit) = run(&mut device, 1, 100);
+        assert_eq!(explicit, 100);
+        let (after, cid) = run(&mut device, 2, 0);
+        assert_eq!(cid, 101, "after the highest explicit CID");
+        end(&mut device, after);
+        let (low, cid) = run(&mut device, 2, 5);
+        assert_eq!(cid, 5);
+        end(&mut device, low);
+        let (next, cid) = run(&mut device, 2, 0);
+        assert_eq!(cid, 102, "a lower explicit CID does not move the next one");
+        end(&mut device, next);
+        let (_, last) = run(&mut device, 3, LAST_ENCLAVE_CID);
+        assert_eq!(last, LAST_ENCLAVE_CID);
+        let (wrapped, cid) = run(&mut device, 4, 0);
+        assert_eq!(
+            cid, FIRST_AUTO_CID,
+            "after the last CID, the first automatic one"
+        );
+        end(&mut device, wrapped);
+        let (_, cid) = run(&mut device, 4, LAST_ENCLAVE_CID - 1);
+        assert_eq!(cid, LAST_ENCLAVE_CID - 1);
+        let (_, cid) = run(&mut device, 5, 0);
+        assert_eq!(
+            cid, FIRST_AUTO_CID,
+            "the last CID is in use: skipped, and the search wraps"
+        );
+    }
+
+    #[test]
+    fn test_an_auto_cid_skips_one_in_use() {
+        let (mut device, _) = probed();
+        let (_, first) = run(&mut device, 1, 0);
+        assert_eq!(first, FIRST_AUTO_CID);
+        run(&mut device, 2, LAST_ENCLAVE_CID);
+        let (_, cid) = run(&mut device, 3, 0);
+        assert_eq!(
+            cid,
+            FIRST_AUTO_CID + 1,
+            "the wrapped-to CID is in use: skipped"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // a list of RAM ranges, of one range
+    fn test_set_parent_ram_moves_where_memory_may_be_donated_and_keeps_donated_regions() {
+        let (mut device, _) = probed();
+        let uid = alloc(&mut device).slot_uid.get();
+        assert_eq!(add_mem(&mut device, uid, 0, MIB2).rc.get(), 0);
+        device.set_parent_ram(vec![(8 << 30)..(9 << 30)]).unwrap();
+        assert_eq!(
+            add_mem(&mut device, uid, MIB2, MIB2).rc.get(),
+            -EFAULT,
+            "outside the new RAM"
+        );
+        assert_eq!(add_mem(&mut device, uid, 8 << 30, MIB2).rc.get(), 0);
+        let regions = device.slots().get(uid).unwrap().regions().len();
+        assert_eq!(regions, 2, "the region donated before is kept");
+        assert!(device.set_parent_ram(vec![0..MIB2 + 1]).is_err());
+        assert!(device.set_parent_ram(vec![MIB2..MIB2]).is_err(), "empty");
+        assert_eq!(
+            add_mem(&mut device, uid, (8 << 30) + MIB2, MIB2).rc.get(),
+            0,
+            "a refused change changes nothing"
+        );
     }
 }

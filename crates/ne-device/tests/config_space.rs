@@ -57,6 +57,7 @@ mod tests {
 
     #[test]
     fn test_bar3_holds_assigned_address() {
+        assert_eq!(BAR3, 0x1C, "BAR 3 is the fourth BAR register");
         let mut device = device();
         device
             .write_config(BAR3 as u64, &0xfebf_e000u32.to_le_bytes())
@@ -137,5 +138,26 @@ mod tests {
         let mut ids = [0; 4];
         device.read_config(0, &mut ids);
         assert_eq!(u32::from_le_bytes(ids), 0xe4c1_1d0f);
+    }
+
+    #[test]
+    fn test_cache_line_latency_and_interrupt_line_are_writable_bytes() {
+        let mut device = device();
+        for offset in [0x0Cu64, 0x0D, 0x3C] {
+            device.write_config(offset, &[0xA5]).unwrap();
+            assert_eq!(read(&device, offset, 1), 0xA5, "{offset:#x}");
+        }
+        device.write_config(0x3D, &[0xFF]).unwrap();
+        assert_eq!(read(&device, 0x3D, 1), 0, "interrupt pin: no INTx");
+    }
+
+    #[test]
+    fn test_a_write_changes_writable_bits_only_both_ways() {
+        let mut device = device();
+        device.write_config(0x04, &0x0546u16.to_le_bytes()).unwrap();
+        device.write_config(0x04, &0x0100u16.to_le_bytes()).unwrap();
+        assert_eq!(read(&device, 0x04, 2), 0x0100, "set bits are cleared too");
+        device.write_config(0x04, &0xFAB9u16.to_le_bytes()).unwrap();
+        assert_eq!(read(&device, 0x04, 2), 0x0000, "read-only bits stay 0");
     }
 }

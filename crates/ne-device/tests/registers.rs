@@ -309,4 +309,147 @@ mod tests {
         let (uid, _) = running_slot(&mut device, 0, 1);
         assert_eq!(uid, 2, "uids are not reused after a teardown");
     }
+
+    /// The invalid accesses the device has counted.
+    fn invalid(device: &TestDevice) -> u64 {
+        device.events().stats().invalid_accesses
+    }
+
+    #[test]
+    fn test_only_accesses_that_touch_nothing_usable_count_as_invalid() {
+        let (mut device, _) = fresh();
+        let mut byte = [0u8; 1];
+        let mut word = [0u8; 4];
+        device.read_bar(regs::ENABLE, &mut byte);
+        device.write_bar(regs::ENABLE, &[0]).unwrap();
+        device
+            .write_bar(regs::VERSION, &1u16.to_le_bytes())
+            .unwrap();
+        device.write_bar(regs::SEND_DATA, &[1; 4]).unwrap();
+        device.read_bar(regs::RECV_DATA, &mut word);
+        device.read_bar(msix::TABLE_OFFSET + 28, &mut word);
+        device
+            .write_bar(msix::TABLE_OFFSET + 28, &[1, 0, 0, 0])
+            .unwrap();
+        device.read_bar(msix::PBA_OFFSET + 4, &mut word);
+        assert_eq!(invalid(&device), 0, "each of these touched a register");
+        let unused = [
+            msix::TABLE_OFFSET + msix::TABLE_BYTES as u64,
+            msix::PBA_OFFSET - 4,
+            msix::PBA_OFFSET + msix::PBA_BYTES as u64,
+            regs::REGISTERS_END,
+        ];
+        for (n, offset) in (1..).zip(unused) {
+            device.read_bar(offset, &mut word);
+            assert_eq!(word, [0; 4], "{offset:#x}");
+            assert_eq!(invalid(&device), 2 * n - 1, "read at {offset:#x}");
+            device.write_bar(offset, &[0xff; 4]).unwrap();
+            assert_eq!(invalid(&device), 2 * n, "write at {offset:#x}");
+        }
+    }
+
+    #[test]
+    fn test_writes_to_read_only_registers_count_as_invalid_and_change_nothing() {
+        let (mut device, _) = probed();
+        let before = read_u32(&mut device, regs::EVTCNT);
+        device.write_bar(regs::EVTCNT, &[0xff; 4]).unwrap();
+        device.write_bar(regs::RECV_DATA, &[0xff; 4]).unwrap();
+        device.write_bar(msix::PBA_OFFSET, &[0xff; 4]).unwrap();
+        assert_eq!(invalid(&device), 3);
+        assert_eq!(read_u32(&mut device, regs::EVTCNT), before);
+        assert_eq!(read_u32(&mut device, regs::RECV_DATA), 0);
+        assert_eq!(read_u32(&mut device, msix::PBA_OFFSET), 0);
+    }
+
+    #[test]
+    fn test_zero_length_accesses_do_nothing_and_count_as_invalid() {
+        let (mut device, irq) = probed();
+        device.read_bar(regs::ENABLE, &mut []);
+        device.write_bar(regs::COMMAND, &[]).unwrap();
+        device.write_bar(regs::ENABLE, &[]).unwrap();
+        assert_eq!(invalid(&device), 3);
+        assert_eq!(device.events().stats().doorbells, 0, "no doorbell");
+        assert!(device.is_enabled());
+        assert_eq!(irq.raised(), vec![]);
+    }
+
+    #[test]
+    fn test_an_access_that_straddles_the_bar_end_is_refused_whole() {
+        let (mut device, _) = fresh();
+        let pba_and_beyond = BAR_SIZE - msix::PBA_OFFSET + 1;
+        let mut data = vec![0xAA; usize::try_from(pba_and_beyond).unwrap()];
+        // Mask vector 0 and leave a pending bit, so that the PBA would read non-zero.
+        setup_msix(&mut device);
+        device
+            .write_bar(msix::TABLE_OFFSET + 12, &1u32.to_le_bytes())
+            .unwrap();
+        device.write_bar(regs::ENABLE, &[1]).unwrap();
+        ring(&mut device, Command::SlotCount.number());
+        assert_eq!(
+            read_u8(&mut device, msix::PBA_OFFSET),
+            1,
+            "vector 0 pending"
+        );
+        let before = invalid(&device);
+        device.read_bar(msix::PBA_OFFSET, &mut data);
+        assert!(data.iter().all(|&b| b == 0), "nothing is read");
+        device.write_bar(BAR_SIZE - 1, &[0; 2]).unwrap();
+        assert_eq!(invalid(&device), before + 2);
+        let mut last = [0xAA; 1];
+        device.read_bar(BAR_SIZE - 1, &mut last);
+        assert_eq!(last, [0], "the last byte itself is inside");
+        assert_eq!(invalid(&device), before + 3, "and reserved");
+    }
+
+    #[test]
+    fn test_interrupts_stay_quiet_while_msix_is_disabled_even_when_vectors_are_unmasked() {
+        let (mut device, irq) = fresh();
+        setup_msix(&mut device);
+        let control = MSIX_CONTROL as u64;
+        device.write_config(control, &0u16.to_le_bytes()).unwrap();
+        device.write_bar(regs::ENABLE, &[1]).unwrap();
+        ring(&mut device, Command::SlotCount.number());
+        assert_eq!(irq.raised(), vec![], "MSI-X off: nothing is sent");
+        assert_eq!(
+            read_u8(&mut device, msix::PBA_OFFSET),
+            1,
+            "but it is pending"
+        );
+        device
+            .write_config(control, &MSIX_ENABLE.to_le_bytes())
+            .unwrap();
+        assert_eq!(irq.raised(), vec![MsixVector::Reply]);
+        assert_eq!(read_u8(&mut device, msix::PBA_OFFSET), 0);
+    }
+
+    #[test]
+    fn test_vector_1_has_its_own_mask_and_pending_bit() {
+        let (mut device, irq) = probed();
+        let (uid, _) = running_slot(&mut device, 0, 1);
+        irq.take();
+        let vector_1_control = msix::TABLE_OFFSET + msix::ENTRY_BYTES as u64 + 12;
+        device
+            .write_bar(vector_1_control, &1u32.to_le_bytes())
+            .unwrap();
+        assert_eq!(read_u32(&mut device, vector_1_control), 1);
+        assert!(device.hypervisor_mut().crash(uid));
+        device.process_hypervisor_events().unwrap();
+        assert_eq!(irq.raised(), vec![], "vector 1 masked");
+        assert_eq!(
+            read_u8(&mut device, msix::PBA_OFFSET),
+            0b10,
+            "bit 1 pending"
+        );
+        ring(&mut device, Command::SlotCount.number());
+        assert_eq!(
+            irq.raised(),
+            vec![MsixVector::Reply],
+            "vector 0 is not masked"
+        );
+        device
+            .write_bar(vector_1_control, &0u32.to_le_bytes())
+            .unwrap();
+        assert_eq!(irq.raised(), vec![MsixVector::Reply, MsixVector::Event]);
+        assert_eq!(read_u8(&mut device, msix::PBA_OFFSET), 0);
+    }
 }
