@@ -599,6 +599,61 @@ mod tests {
         assert!(parent.alive());
     }
 
+    /// CPU time (user + system, in clock ticks) the process has used, from /proc.
+    fn cpu_ticks(process: &Process) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", process.pid())).unwrap();
+        // Fields after the command name (which may hold spaces), from field 3 on.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    /// Holds `process` at `fds` open files (its soft and hard limit).
+    fn limit_fds(process: &Process, fds: u64) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(process.pid()).unwrap()).unwrap();
+        let limit = rustix::process::Rlimit {
+            current: Some(fds),
+            maximum: Some(fds),
+        };
+        rustix::process::prlimit(Some(pid), rustix::process::Resource::Nofile, limit).unwrap();
+    }
+
+    #[test]
+    fn test_at_the_fd_limit_the_accept_loops_back_off_and_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut parent, parent_socket) = parent(dir.path());
+        let (mut server, socket, _) = serve(dir.path());
+        for (process, path) in [(&parent, &parent_socket), (&server, &socket)] {
+            let open = u64::try_from(process.usage().0).unwrap();
+            limit_fds(process, open + 4);
+            let held: Vec<UnixStream> = (0..64)
+                .filter_map(|_| UnixStream::connect(path).ok())
+                .collect();
+            let ticks = cpu_ticks(process);
+            std::thread::sleep(Duration::from_secs(1));
+            let spent = cpu_ticks(process) - ticks;
+            eprintln!(
+                "at the fd limit ({} connections queued): {spent} ticks in 1 s",
+                held.len()
+            );
+            assert!(
+                spent < 20,
+                "the accept loop spins: {spent} ticks of 100 in 1 s"
+            );
+            drop(held);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !on_parent(&parent_socket, &["parent", "status"])
+            .status
+            .success()
+        {
+            assert!(Instant::now() < deadline, "the parent never answered again");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(parent.alive());
+        assert_serves(&mut server, &socket);
+    }
+
     #[test]
     fn test_empty_or_truncated_images_after_a_terminated_enclave_are_refused() {
         let dir = tempfile::tempdir().unwrap();

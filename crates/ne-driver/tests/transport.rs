@@ -248,7 +248,11 @@ mod tests {
             "the reply was held until released"
         );
         assert_eq!(reply.rc.get(), 0);
-        assert_eq!(reply.slot_count.get(), 1, "SLOT_COUNT's own reply, not the stale one");
+        assert_eq!(
+            reply.slot_count.get(),
+            1,
+            "SLOT_COUNT's own reply, not the stale one"
+        );
     }
 
     #[test]
