@@ -656,7 +656,8 @@ mod tests {
         free(&mut device, uids[1]);
         let mut seen = vec![];
         let mut cursor = 0;
-        loop {
+        // Two slots: the walk must end by the third step.
+        for _ in 0..3 {
             let reply = next_slot(&mut device, cursor);
             if reply.rc.get() != 0 {
                 assert_eq!(reply.rc.get(), -ENOENT);
@@ -666,6 +667,7 @@ mod tests {
             seen.push(cursor);
         }
         assert_eq!(seen, [uids[0], uids[2]]);
+        assert_eq!(next_slot(&mut device, cursor).rc.get(), -ENOENT);
         assert_rejected(&mut device, &irq, ENOENT, |d| next_slot(d, u64::MAX));
     }
 
