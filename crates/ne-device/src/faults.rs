@@ -147,4 +147,18 @@ mod tests {
         }
         assert_eq!(plan.drop_next(None, 1), Err(TooManyFaults));
     }
+
+    #[test]
+    fn test_a_rule_for_no_command_is_not_kept_and_clear_disarms_all() {
+        let mut plan = FaultPlan::default();
+        plan.delay_next(None, 0).unwrap();
+        assert!(plan.rules().is_empty(), "a rule for 0 commands is dropped");
+        plan.delay_next(Some(Command::SlotFree), 1).unwrap();
+        plan.drop_next(None, 3).unwrap();
+        assert_eq!(plan.rules().len(), 2);
+        assert_eq!(plan.rules()[1].remaining, 3);
+        plan.clear();
+        assert!(plan.rules().is_empty());
+        assert_eq!(plan.take(Command::SlotFree), None);
+    }
 }

@@ -251,3 +251,41 @@ impl Hypervisor for SimulatedHypervisor {
         self.events.pop_front()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_a_spec_s_memory_is_the_sum_of_its_regions_and_debug_is_flag_1() {
+        let regions = [
+            MemRegion {
+                paddr: 0x4000_0000,
+                size: 6 << 20,
+            },
+            MemRegion {
+                paddr: 0,
+                size: 2 << 20,
+            },
+        ];
+        assert_eq!(regions[0].end(), 0x4000_0000 + (6 << 20));
+        let wrapping = MemRegion {
+            paddr: u64::MAX - 1,
+            size: 4,
+        };
+        assert_eq!(wrapping.end(), u64::MAX);
+        let mut spec = EnclaveSpec {
+            slot_uid: 1,
+            cid: 16,
+            flags: 0,
+            regions: &regions,
+            vcpus: &[1],
+        };
+        assert_eq!(spec.mem_size(), 8 << 20);
+        assert!(!spec.is_debug());
+        spec.flags = ne_abi::uapi::ENCLAVE_DEBUG_MODE;
+        assert!(spec.is_debug());
+        spec.flags = 2;
+        assert!(!spec.is_debug(), "only bit 0 is debug mode");
+    }
+}

@@ -83,3 +83,15 @@ impl Interrupt for RecordingInterrupts {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_a_shared_sink_records_through_its_arc() {
+        let sink = Arc::new(RecordingInterrupts::new());
+        Interrupt::trigger(&sink, MsixVector::Event).unwrap();
+        assert_eq!(sink.raised(), vec![MsixVector::Event]);
+    }
+}

@@ -213,8 +213,9 @@ impl BarOp {
 /// MSI-X gating, checking after every op what must always hold: no more vector-0 messages
 /// than replies and no more vector-1 messages than events, a deliverable vector never left
 /// pending, and `NE_EVTCNT` agreeing with the counts. With gating off, every reply and
-/// event raises its vector at once. The fuzz targets and the corpus replay use it.
-pub fn run_ops(ops: &[BarOp], msix_gating: bool) {
+/// event raises its vector at once. The fuzz targets and the corpus replay use it; it
+/// returns what the device did.
+pub fn run_ops(ops: &[BarOp], msix_gating: bool) -> crate::DeviceStats {
     use crate::{DeviceConfig, DeviceLog, MsixVector, RecordingInterrupts};
     use std::sync::Arc;
     let irq = RecordingInterrupts::new();
@@ -270,4 +271,5 @@ pub fn run_ops(ops: &[BarOp], msix_gating: bool) {
             stats.replies % 0x1_0000
         );
     }
+    log.stats()
 }

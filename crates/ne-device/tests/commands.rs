@@ -853,4 +853,52 @@ mod tests {
             "a refused change changes nothing"
         );
     }
+
+    #[test]
+    fn test_freeing_a_stopped_slot_keeps_its_old_cid_with_the_enclave_that_reused_it() {
+        let (mut device, irq) = probed();
+        let (first, _) = run(&mut device, 1, 100);
+        assert_eq!(stop(&mut device, first).rc.get(), 0);
+        let (_, reused) = run(&mut device, 2, 100);
+        assert_eq!(reused, 100, "a stopped enclave's CID is free again");
+        assert_eq!(free(&mut device, first).rc.get(), 0);
+        let third = ready_slot(&mut device, 3 * MIB64, 3);
+        assert_rejected(&mut device, &irq, EADDRINUSE, |d| start(d, third, 100, 0));
+    }
+
+    #[test]
+    fn test_a_slot_reports_its_start_flags_and_its_state_in_words() {
+        let (mut device, irq) = probed();
+        assert!(device.slots().is_empty());
+        let uid = ready_slot(&mut device, 0, 1);
+        assert!(!device.slots().is_empty());
+        assert_eq!(device.slots().get(uid).unwrap().state().flags(), 0);
+        assert_eq!(start(&mut device, uid, 0, 1).rc.get(), 0);
+        assert_eq!(device.slots().get(uid).unwrap().state().flags(), 1, "debug");
+        assert_rejected(&mut device, &irq, EBUSY, |d| add_vcpu(d, uid, 2));
+        let rejection = device.events().last_rejection().unwrap();
+        assert_eq!(
+            rejection.error.to_string(),
+            format!("Slot {uid} is running")
+        );
+    }
+
+    #[test]
+    fn test_a_slot_takes_exactly_its_vcpu_limit() {
+        let config = DeviceConfig {
+            parent_cpus: 8,
+            max_vcpus_per_slot: 2,
+            ..DeviceConfig::default()
+        };
+        let (mut device, irq) = probed_with(config, SimulatedHypervisor::new());
+        let uid = alloc(&mut device).slot_uid.get();
+        assert_eq!(add_vcpu(&mut device, uid, 1).rc.get(), 0);
+        assert_eq!(
+            bulk(&mut device, uid, 1).rc.get(),
+            0,
+            "the second is the limit"
+        );
+        assert_rejected(&mut device, &irq, ENOSPC, |d| add_vcpu(d, uid, 3));
+        assert_rejected(&mut device, &irq, ENOSPC, |d| bulk(d, uid, 1));
+    }
 }

@@ -12,15 +12,19 @@ mod tests {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/bar_ops");
         let mut replayed = 0;
+        let mut replies = 0;
         for entry in std::fs::read_dir(&dir).expect("the corpus directory") {
             let bytes =
                 std::fs::read(entry.expect("a corpus entry").path()).expect("a corpus file");
             let ops =
                 Vec::<BarOp>::arbitrary_take_rest(Unstructured::new(&bytes)).unwrap_or_default();
-            run_ops(&ops, true);
-            run_ops(&ops, false);
+            let gated = run_ops(&ops, true);
+            let ungated = run_ops(&ops, false);
+            assert_eq!(gated.replies, ungated.replies, "gating changes no reply");
+            replies += gated.replies;
             replayed += 1;
         }
         assert!(replayed > 0, "the corpus in {} is empty", dir.display());
+        assert!(replies > 0, "the corpus rings no doorbell that is answered");
     }
 }

@@ -158,4 +158,45 @@ mod tests {
             "nothing is left to complete"
         );
     }
+
+    #[test]
+    fn test_restore_refuses_counters_that_contradict_the_slots() {
+        let (mut device, _) = probed();
+        let uid = ready_slot(&mut device, 0, 1);
+        let saved = device.state();
+        assert_eq!(saved.next_slot_uid, uid + 1);
+        restore(&saved).unwrap();
+        let counters = |next_slot_uid, next_auto_cid| DeviceState {
+            next_slot_uid,
+            next_auto_cid,
+            ..saved.clone()
+        };
+        for (next, cid, why) in [
+            (uid, saved.next_auto_cid, "a uid not above the last slot's"),
+            (0, saved.next_auto_cid, "uid 0"),
+            (uid + 1, 15, "a CID below the automatic range"),
+            (
+                uid + 1,
+                u64::from(u32::MAX),
+                "a CID above the enclave range",
+            ),
+        ] {
+            assert!(
+                matches!(
+                    restore(&counters(next, cid)),
+                    Err(StateError::Counters { .. })
+                ),
+                "{why}"
+            );
+        }
+        let empty = DeviceState {
+            next_slot_uid: 0,
+            ..DeviceState::default()
+        };
+        assert!(
+            matches!(restore(&empty), Err(StateError::Counters { .. })),
+            "uid 0, no slot"
+        );
+        restore(&counters(uid + 5, 4_000)).expect("any counters above and inside hold");
+    }
 }

@@ -150,10 +150,8 @@ impl CpuPool {
             .cpu(0)
             .map(|cpu0| topology.siblings(cpu0))
             .unwrap_or_default();
-        if let Some(id) = ids
-            .iter()
-            .find(|id| boot_siblings.contains(id) || **id == 0)
-        {
+        // CPU 0 is its own sibling; a topology without it has refused CPU 0 already.
+        if let Some(id) = ids.iter().find(|id| boot_siblings.contains(id)) {
             return Err(invalid(format!(
                 "CPU {id} is CPU 0 or a sibling of it, which the parent keeps"
             )));

@@ -105,7 +105,7 @@ impl<B: Bar + 'static> NeDriver<B> {
     /// `ne_do_request` with any command number and payload, with Linux's argument checks:
     /// for commands the enclave API does not send (`SLOT_COUNT`, `NEXT_SLOT`, …).
     pub fn request(&self, command: u32, payload: &[u8]) -> Result<CmdReply> {
-        lock(&self.shared.transport).request_raw(command, payload, size_of::<CmdReply>())
+        lock(&self.shared.transport).request_raw(command, payload)
     }
 
     /// Runs the event work now, as if vector 1 had arrived.

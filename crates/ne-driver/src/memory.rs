@@ -57,21 +57,15 @@ pub fn walk_region(
     size: u64,
     numa_node: u32,
 ) -> Result<Vec<PhysRun>> {
-    let max_pages = size / MIN_MEM_REGION_SIZE;
     let mut runs: Vec<PhysRun> = Vec::new();
-    let mut pages = 0u64;
     let mut offset = 0u64;
     while offset < size {
-        let page = memory.page(addr + offset).map_err(|e| {
-            Error::with_errno(e, format!("no page is mapped at {:#x}", addr + offset))
-        })?;
-        pages += 1;
-        if pages > max_pages {
-            return Err(Error::with_errno(
-                errno::ENOMEM,
-                "the region has more pages than 2 MiB allows",
-            ));
-        }
+        let at = addr
+            .checked_add(offset)
+            .ok_or(NeError::InvalidMemRegionAddr)?;
+        let page = memory
+            .page(at)
+            .map_err(|e| Error::with_errno(e, format!("no page is mapped at {at:#x}")))?;
         if !page.hugetlb {
             return Err(NeError::MemNotHugePage.into());
         }
@@ -88,15 +82,17 @@ pub fn walk_region(
             ));
         }
         match runs.last_mut() {
-            Some(run) if run.paddr + run.size == page.phys => run.size += page.size,
+            Some(run) if run.paddr.checked_add(run.size) == Some(page.phys) => {
+                run.size = run.size.saturating_add(page.size);
+            }
             _ => runs.push(PhysRun {
                 paddr: page.phys,
                 size: page.size,
             }),
         }
-        offset += page.size;
+        offset = offset.saturating_add(page.size);
     }
-    if pages == 0 {
+    if runs.is_empty() {
         // Linux: a zero-sized region passes the size check and fails here.
         return Err(Error::with_errno(errno::ENOMEM, "the region is empty"));
     }

@@ -88,27 +88,23 @@ impl<B: Bar> Transport<B> {
 
     /// `ne_do_request` for a typed request.
     pub(crate) fn request<R: Request>(&self, req: &R) -> Result<CmdReply> {
-        self.request_raw(R::COMMAND.number(), req.as_bytes(), REPLY_SIZE)
+        self.request_raw(R::COMMAND.number(), req.as_bytes())
     }
 
-    /// `ne_do_request` with Linux's argument checks: the command must be 1 to 11, and the
-    /// request and reply must fit their 240-byte windows; a failed check touches no register.
+    /// `ne_do_request` with Linux's argument checks: the command must be 1 to 11 and the
+    /// request must fit its 240-byte window; a failed check touches no register. The reply
+    /// read is always the 72-byte `CmdReply` (Linux's callers all ask for that).
     ///
     /// Then: payload into `NE_SEND_DATA`, the doorbell, and a wait for the reply. The reply
     /// is recognised by `NE_EVTCNT`'s reply counter moving past its value before the
     /// doorbell, so a stray or late vector 0 is never taken for it (Linux cannot tell).
-    pub(crate) fn request_raw(
-        &self,
-        command: u32,
-        req: &[u8],
-        reply_size: usize,
-    ) -> Result<CmdReply> {
+    pub(crate) fn request_raw(&self, command: u32, req: &[u8]) -> Result<CmdReply> {
         let command = Command::try_from(command)
             .map_err(|unknown| Error::with_errno(errno::EINVAL, unknown.to_string()))?;
-        if req.len() > regs::SEND_DATA_SIZE || reply_size > regs::RECV_DATA_SIZE {
+        if req.len() > regs::SEND_DATA_SIZE {
             return Err(Error::with_errno(
                 errno::EINVAL,
-                format!("{command} request or reply does not fit 240 bytes"),
+                format!("{command} request does not fit 240 bytes"),
             ));
         }
         let replies_before = regs::evtcnt_reply(self.read_u32(regs::EVTCNT));
@@ -135,7 +131,7 @@ impl<B: Bar> Transport<B> {
             seen = counts.reply;
         }
         let mut bytes = [0u8; REPLY_SIZE];
-        self.memcpy_fromio(regs::RECV_DATA, &mut bytes[..reply_size.min(REPLY_SIZE)]);
+        self.memcpy_fromio(regs::RECV_DATA, &mut bytes);
         let reply = CmdReply::read_from_bytes(&bytes).unwrap_or_default();
         let rc = reply.rc.get();
         if rc < 0 {

@@ -22,9 +22,17 @@ mod tests {
         let rig = rig();
         let memory = Arc::new(Hugepages::contiguous(USER_BASE, 1 << 30, 32));
         let device = Arc::new(rig.driver.open(Arc::clone(&memory)));
+        assert!(format!("{device:?}").contains("DeviceFile"));
+        let first = EnclaveDevice::create_vm(&device).unwrap();
         let enclave = EnclaveDevice::create_vm(&device).unwrap();
         assert_eq!(enclave.slot_uid(), enclave.enclave().slot_uid());
-        assert_ne!(enclave.slot_uid(), 0);
+        assert_eq!(
+            (first.slot_uid(), enclave.slot_uid()),
+            (1, 2),
+            "the device's uids"
+        );
+        assert!(format!("{enclave:?}").contains("EnclaveFile"));
+        first.release().unwrap();
         assert_eq!(enclave.image_load_info(1).unwrap(), EIF_LOAD_OFFSET);
         enclave
             .set_user_memory_region(region(USER_BASE, MIB64))
@@ -41,6 +49,19 @@ mod tests {
         let before = rig.commands().len();
         enclave.release().unwrap();
         assert_eq!(rig.commands()[before..], [Command::SlotFree.number()]);
+    }
+
+    #[test]
+    fn test_a_release_refused_through_the_trait_is_reported() {
+        let rig = rig();
+        let memory = Arc::new(Hugepages::default());
+        let device = rig.driver.open(memory);
+        let enclave = device.create_vm().unwrap();
+        rig.device()
+            .faults_mut()
+            .fail_next(Some(Command::SlotFree), 1, -errno::EBUSY)
+            .unwrap();
+        assert_eq!(enclave.release().unwrap_err().errno(), errno::EBUSY);
     }
 
     #[test]
@@ -104,6 +125,15 @@ mod tests {
         );
         assert!(parse_cpu_list("\n").unwrap().is_empty());
         assert_eq!(parse_cpu_list("2-2").unwrap().len(), 1);
+        assert_eq!(
+            parse_cpu_list("100-65636").unwrap().len(),
+            65_537,
+            "the length counts"
+        );
+        assert_eq!(
+            parse_cpu_list("100-65637").unwrap_err().errno(),
+            errno::EINVAL
+        );
     }
 
     #[test]
@@ -237,6 +267,25 @@ mod tests {
         big.insert(USER_BASE, one_gib_page);
         let runs = walk_region(&big, USER_BASE, 1 << 30, 0).unwrap();
         assert_eq!(runs.len(), 1, "one 1 GiB page is one run");
+    }
+
+    #[test]
+    fn test_memory_behind_a_mutex_is_the_same_memory() {
+        let rig = rig();
+        let enclave = rig.driver.create_vm().unwrap();
+        let memory = std::sync::Mutex::new(Hugepages::contiguous(USER_BASE, 1 << 30, 1));
+        assert_eq!(
+            enclave
+                .set_user_memory_region(region(USER_END, HUGEPAGE), &memory)
+                .unwrap_err()
+                .ne_error(),
+            Some(NeError::InvalidMemRegionAddr),
+            "access_ok goes through the lock"
+        );
+        enclave
+            .set_user_memory_region(region(USER_BASE, HUGEPAGE), &memory)
+            .unwrap();
+        assert_eq!(enclave.info().mem_size, HUGEPAGE);
     }
 
     #[test]

@@ -26,15 +26,30 @@ mod tests {
         assert_eq!((info.cid, info.flags, info.mem_size), (0, 0, 0));
         assert_eq!(info.vcpus, Vec::<u32>::new());
         assert_eq!(rig.commands(), [Command::SlotAlloc.number()]);
+        let second = rig.driver.create_vm().unwrap();
+        assert_eq!((second.slot_uid(), second.info().slot_uid), (2, 2));
+        assert!(format!("{second:?}").contains("Enclave"));
+        assert!(format!("{:?}", rig.driver).contains("NeDriver"));
     }
 
     #[test]
     fn test_create_vm_without_a_free_pool_core_sends_nothing() {
         let rig = rig();
-        rig.driver.set_cpu_pool("").unwrap_err();
+        let greedy = rig.driver.create_vm().unwrap();
+        for _ in 0..6 {
+            greedy.add_vcpu(0).unwrap();
+        }
         let before = rig.doorbells();
         assert_eq!(ne(rig.driver.create_vm()), NeError::NoCpusAvailInPool);
-        assert_eq!(rig.doorbells(), before);
+        assert_eq!(rig.doorbells(), before, "every core is claimed");
+        drop(greedy);
+        rig.driver.create_vm().expect("the cores came back");
+        rig.driver.set_cpu_pool("").unwrap_err();
+        assert_eq!(
+            ne(rig.driver.create_vm()),
+            NeError::NoCpusAvailInPool,
+            "no pool"
+        );
     }
 
     #[test]
@@ -334,6 +349,26 @@ mod tests {
             .set_user_memory_region(region(USER_BASE + 2 * HUGEPAGE, HUGEPAGE), &memory)
             .expect("the third region is the limit");
         assert_eq!(enclave.info().nr_mem_regions, 3);
+    }
+
+    #[test]
+    fn test_the_region_limit_counts_the_runs_of_one_call() {
+        let config = ne_device::DeviceConfig {
+            max_mem_regions: 3,
+            ..device_config()
+        };
+        let rig = rig_with(config, short_waits());
+        let enclave = rig.driver.create_vm().unwrap();
+        let mut memory = Hugepages::default();
+        for i in 0..4 {
+            memory.map(USER_BASE + i * HUGEPAGE, (1 << 30) + 2 * i * HUGEPAGE, 1);
+        }
+        assert_eq!(
+            ne(enclave.set_user_memory_region(region(USER_BASE, 4 * HUGEPAGE), &memory)),
+            NeError::MemMaxRegions,
+            "four runs at once"
+        );
+        assert_eq!(enclave.info().nr_mem_regions, 0);
     }
 
     #[test]

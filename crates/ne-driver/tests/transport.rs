@@ -19,7 +19,9 @@ mod tests {
     /// A driver probed over `bar` after `quirks` set it up; the probe's result.
     fn probe_with(quirks: impl FnOnce(&SpyBar)) -> (Result<Driver, Error>, SpyBar) {
         let (device, _, vectors) = device(device_config());
-        let bar = SpyBar::new(InProcBar::new(device));
+        let inner = InProcBar::new(device);
+        assert!(format!("{inner:?}").contains("InProcBar"));
+        let bar = SpyBar::new(inner);
         quirks(&bar);
         let driver = NeDriver::probe(bar.clone(), vectors, topology(), short_waits());
         (driver, bar)
