@@ -7,8 +7,12 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
+use ne_driver::EnclaveFd;
 use ne_vsock::{PortListener, HEARTBEAT_BYTE, HEARTBEAT_PORT};
 use thiserror::Error;
+
+/// How often the heartbeat wait looks whether the enclave stopped.
+const STOPPED_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How long the heartbeat may take, per started 6 GiB of image.
 const WAIT_PER_6_GIB: Duration = Duration::from_secs(60);
@@ -97,6 +101,32 @@ impl HeartbeatListener {
                     Err(e) => return Err(e.into()),
                 }
             },
+        }
+    }
+}
+
+impl HeartbeatListener {
+    /// Waits up to `timeout` for the heartbeat of `enclave` and echoes it, giving up as
+    /// soon as the enclave stops (no heartbeat will come then).
+    pub fn wait_while_running<E: EnclaveFd>(
+        &self,
+        enclave: &E,
+        timeout: Duration,
+    ) -> Result<(), HeartbeatError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wait(left.min(STOPPED_CHECK_INTERVAL)) {
+                Err(HeartbeatError::Timeout(_)) => {
+                    if enclave.wait_event(Duration::ZERO).unwrap_or(false) {
+                        return Err(HeartbeatError::Stopped);
+                    }
+                    if left <= STOPPED_CHECK_INTERVAL {
+                        return Err(HeartbeatError::Timeout(timeout));
+                    }
+                }
+                other => return other,
+            }
         }
     }
 }

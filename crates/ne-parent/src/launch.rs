@@ -16,13 +16,11 @@ use ne_eif::{Eif, EifError, Measurements};
 use thiserror::Error;
 
 use crate::donor::{DonorError, MemoryDonor};
-use crate::heartbeat::{heartbeat_timeout, HeartbeatError, HeartbeatListener};
+use crate::heartbeat::{heartbeat_timeout, HeartbeatError};
 use crate::hugepages::{HUGEPAGE_BYTES, HUGEPAGE_LEN};
 use crate::instance::ParentInstance;
 
 const MIB: u64 = 1 << 20;
-/// How often the heartbeat wait looks whether the enclave stopped.
-const HEARTBEAT_SLICE: Duration = Duration::from_millis(250);
 /// How many console lines a failed boot reports.
 const CONSOLE_LINES: usize = 20;
 
@@ -280,7 +278,7 @@ pub fn launch<P: ParentInstance>(
     let mut boot_time = None;
     if let Some(listener) = heartbeat {
         let timeout = heartbeat_timeout(request.eif.len() as u64);
-        if let Err(source) = wait_heartbeat(&listener, &enclave, timeout) {
+        if let Err(source) = listener.wait_while_running(&enclave, timeout) {
             let console = parent
                 .console(enclave.slot_uid())
                 .map(|c| c.tail(CONSOLE_LINES));
@@ -300,30 +298,6 @@ pub fn launch<P: ParentInstance>(
         measurements,
         boot_time,
     })
-}
-
-/// Waits up to `timeout` for the heartbeat of `enclave`, giving up as soon as the
-/// enclave stops (nothing will come then).
-fn wait_heartbeat<E: EnclaveFd>(
-    listener: &HeartbeatListener,
-    enclave: &E,
-    timeout: Duration,
-) -> Result<(), HeartbeatError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match listener.wait(left.min(HEARTBEAT_SLICE)) {
-            Err(HeartbeatError::Timeout(_)) => {
-                if enclave.wait_event(Duration::ZERO).unwrap_or(false) {
-                    return Err(HeartbeatError::Stopped);
-                }
-                if left <= HEARTBEAT_SLICE {
-                    return Err(HeartbeatError::Timeout(timeout));
-                }
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Maps the enclave's memory one hugepage at a time, as nitro-cli does, and copies the
