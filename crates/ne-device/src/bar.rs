@@ -61,10 +61,11 @@ fn overlap(area: Range<u64>, access: &Range<u64>) -> Option<(usize, Range<usize>
     Some((at, from..to))
 }
 
-/// The BAR bytes an access covers, if it fits in the BAR.
+/// The BAR bytes an access covers, if it fits in the BAR. An empty access covers nothing,
+/// so it touches no area and counts as invalid.
 fn access_range(offset: u64, len: usize) -> Option<Range<u64>> {
     let end = offset.checked_add(u64::try_from(len).ok()?)?;
-    (len > 0 && end <= BAR_SIZE).then_some(offset..end)
+    (end <= BAR_SIZE).then_some(offset..end)
 }
 
 /// Copies `source[at..]` into `dest`, as far as both go.

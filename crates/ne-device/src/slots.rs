@@ -334,6 +334,16 @@ impl SlotTable {
     /// The checks of `ENCLAVE_START`, in the Linux driver's order, and the CID the enclave
     /// gets. Changes nothing: see [`SlotTable::mark_starting`].
     pub fn check_start(&self, uid: u64, cid: u64, flags: u64) -> Result<u64, CmdError> {
+        self.check_startable(uid, cid, flags)?;
+        if cid == 0 {
+            return self.pick_cid();
+        }
+        self.check_cid_free(cid).map(|()| cid)
+    }
+
+    /// `ENCLAVE_START`'s checks of the slot, the flags and the CID's range: all but whether
+    /// the CID is free.
+    fn check_startable(&self, uid: u64, cid: u64, flags: u64) -> Result<(), CmdError> {
         let slot = self.slot(uid)?;
         if flags >= ENCLAVE_START_MAX_FLAG_VAL {
             return Err(CmdError::InvalidFlags { flags });
@@ -355,12 +365,14 @@ impl SlotTable {
         if slot.vcpus.is_empty() {
             return Err(CmdError::NoVcpus { slot_uid: uid });
         }
-        if cid == 0 {
-            return self.pick_cid();
-        }
+        Ok(())
+    }
+
+    /// Whether no live enclave holds `cid`.
+    fn check_cid_free(&self, cid: u64) -> Result<(), CmdError> {
         match self.live_cids.get(&cid) {
             Some(&owner) => Err(CmdError::CidInUse { cid, owner }),
-            None => Ok(cid),
+            None => Ok(()),
         }
     }
 
@@ -488,17 +500,18 @@ impl SlotTable {
         if cid == 0 {
             return Err(CmdError::CidReserved { cid });
         }
-        self.check_start(uid, cid, flags)?;
-        self.mark_starting(uid, cid, flags)?;
-        match record.state {
-            SlotState::Running { .. } => self.mark_running(uid),
-            SlotState::Stopped { reason, .. } => {
-                self.mark_running(uid)?;
-                self.mark_stopped(uid, reason);
-                Ok(())
-            }
-            _ => Ok(()),
+        self.check_startable(uid, cid, flags)?;
+        if let SlotState::Stopped { .. } = record.state {
+            // A stopped enclave's CID is free: a live enclave may hold it now.
+            self.slot_mut(uid)?.state = record.state;
+            return Ok(());
         }
+        self.check_cid_free(cid)?;
+        self.mark_starting(uid, cid, flags)?;
+        if let SlotState::Running { .. } = record.state {
+            self.mark_running(uid)?;
+        }
+        Ok(())
     }
 
     /// Sets the uid and CID counters of a restored table; false if they contradict it (a

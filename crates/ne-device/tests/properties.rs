@@ -264,6 +264,48 @@ mod tests {
         Ok(())
     }
 
+    /// Found by the property test: a stopped enclave's CID, reused by a later start, must
+    /// not stop the state from being restored.
+    #[test]
+    fn test_a_state_with_a_stopped_enclave_whose_cid_was_reused_restores() {
+        let command =
+            |command: Command, fields: &[u64]| Step::Op(BarOp::command(command, &le(fields)));
+        let (mut device, _) = enabled_device();
+        let steps = [
+            command(Command::SlotAlloc, &[0]),
+            Step::Launch {
+                page: 0,
+                vcpu: 2,
+                cid: 0,
+            },
+            command(Command::EnclaveStop, &[2]),
+            Step::Launch {
+                page: 32,
+                vcpu: 1,
+                cid: 0,
+            },
+        ];
+        for step in &steps {
+            apply(&mut device, step);
+        }
+        let state = device.state();
+        let cids: Vec<_> = state.slots.iter().map(|slot| slot.state.cid()).collect();
+        assert_eq!(cids, [None, Some(16), Some(17)]);
+        let uid = 1;
+        let mem = le(&[uid, 64 * MIB2, 32 * MIB2]);
+        BarOp::command(Command::SlotAddMem, &mem)
+            .apply(&mut device)
+            .unwrap();
+        BarOp::command(Command::SlotAddVcpu, &le(&[uid, 3]))
+            .apply(&mut device)
+            .unwrap();
+        BarOp::command(Command::EnclaveStart, &le(&[uid, 16, 0]))
+            .apply(&mut device)
+            .unwrap();
+        assert_eq!(read_reply(&mut device).rc.get(), 0, "CID 16 is free again");
+        check_state_round_trip(&device).unwrap();
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
 
