@@ -50,7 +50,7 @@ control=$work/control.sock
 serial=$work/serial.log
 server_log=$work/server.log
 rm -f "$socket"
-"$nectl" serve --socket "$socket" --control "$control" >"$server_log" 2>&1 &
+"$nectl" serve --backend sim --socket "$socket" --control "$control" >"$server_log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
 

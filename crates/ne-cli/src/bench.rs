@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 use ne_hypervisor::EnclaveImage;
 use ne_parent::{
     launch, BackendChoice, CpuRequest, HeartbeatListener, LaunchRequest, Parent, ParentConfig,
-    VmChoice,
 };
-use ne_vm::{Accel, EnclaveRam, Qemu, Spawner, Vm, VmSpec};
+use ne_vm::{Accel, EnclaveRam, Qemu, Spawner, Vm, VmChoice, VmSpec};
 use ne_vsock::{Router, HEARTBEAT_PORT};
 use serde_json::{json, Value};
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ne_abi::uapi::{is_reserved_cid, LAST_ENCLAVE_CID};
-use ne_parent::{BackendChoice, ParentConfig, VmChoice};
-use ne_vm::Accel;
+use ne_parent::{BackendChoice, ParentConfig};
+use ne_vm::{Accel, VmChoice};
 use serde_json::{json, Value};
 
 use crate::eif_cmds::{self, BuildArgs};
@@ -15,7 +15,7 @@ use crate::error::{CliError, Code, Result};
 use crate::parent::client::call;
 use crate::parent::protocol::{Cpus, Request, Target};
 use crate::parent::server;
-use crate::paths::socket_path;
+use crate::paths::{self, socket_path};
 
 /// Run Nitro Enclaves on an emulated parent, with nitro-cli's commands and JSON.
 #[derive(Debug, Parser)]
@@ -237,9 +237,13 @@ struct ServeArgs {
     #[arg(long)]
     control: Option<PathBuf>,
     /// Make every enclave start take this long, completed off the socket loop (to test
-    /// how a guest copes with slow boots).
+    /// how a guest copes with slow boots; simulated enclaves only).
     #[arg(long)]
     start_delay_ms: Option<u64>,
+    /// Where the enclave VMs' files and the host's vsock sockets go (`vsock/<port>.sock`,
+    /// `vsock/enclave-<cid>.sock`) [default: the socket's path with `.d` added].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -449,7 +453,10 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
         }
         Command::Explain { code } => explain(&code).map(Some),
         Command::Parent(command) => parent(&socket, &start, command),
-        Command::Serve(args) => serve(cli.socket.as_deref(), &args).map(|()| None),
+        Command::Serve(args) => {
+            let backend = serve_backend(cli.socket.as_deref(), &args, cli.backend, cli.accel)?;
+            serve(cli.socket.as_deref(), &args, backend).map(|()| None)
+        }
         Command::Control(args) => control(&args).map(Some),
         Command::Bench(BenchCommand::Boot {
             eif_path,
@@ -518,7 +525,70 @@ fn control(args: &ControlArgs) -> Result<Value> {
         .map_err(|why| CliError::new(Code::InvalidArgument, why.to_string()))
 }
 
-fn serve(socket: Option<&Path>, args: &ServeArgs) -> Result<()> {
+/// What runs the enclaves of `nectl serve`.
+#[derive(Debug)]
+enum ServeBackend {
+    /// Nothing boots; starts may be delayed.
+    Simulated { delay: Option<Duration> },
+    /// Each enclave boots as a QEMU VM.
+    Vm(VmChoice),
+}
+
+/// The backend `serve` runs: `--backend`, else a VM where QEMU is found (a warning and the
+/// simulated backend where it is not).
+fn serve_backend(
+    socket: Option<&Path>,
+    args: &ServeArgs,
+    backend: Option<BackendArg>,
+    accel: Option<AccelArg>,
+) -> Result<ServeBackend> {
+    let delay = args.start_delay_ms.map(Duration::from_millis);
+    let vm = match backend {
+        Some(BackendArg::Sim) => false,
+        Some(BackendArg::Vm) => true,
+        None if delay.is_some() => false,
+        None => match ne_vm::Qemu::find() {
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!(
+                    "nectl serve: enclaves will be simulated (nothing boots): {}",
+                    ne_hypervisor::error_chain(&e)
+                );
+                false
+            }
+        },
+    };
+    if !vm {
+        return Ok(ServeBackend::Simulated { delay });
+    }
+    if delay.is_some() {
+        return Err(CliError::new(
+            Code::InvalidArgument,
+            "--start-delay-ms delays simulated starts only",
+        )
+        .hint("add --backend sim"));
+    }
+    let state_dir = match (&args.state_dir, socket) {
+        (Some(dir), _) => paths::absolute(dir),
+        (None, Some(socket)) => {
+            let mut dir = paths::absolute(socket).into_os_string();
+            dir.push(".d");
+            PathBuf::from(dir)
+        }
+        (None, None) => PathBuf::new(),
+    };
+    paths::private_dir(&state_dir, rustix::process::getuid().as_raw())?;
+    Ok(ServeBackend::Vm(VmChoice {
+        accel: accel.map(|accel| match accel {
+            AccelArg::Kvm => Accel::Kvm,
+            AccelArg::Tcg => Accel::Tcg,
+        }),
+        state_dir: state_dir.join("vms"),
+        vsock_dir: Some(state_dir.join("vsock")),
+    }))
+}
+
+fn serve(socket: Option<&Path>, args: &ServeArgs, backend: ServeBackend) -> Result<()> {
     let socket = socket.ok_or_else(|| {
         CliError::new(Code::InvalidArgument, "serve needs --socket PATH")
             .hint("give the path QEMU's vfio-user-pci connects to")
@@ -531,16 +601,22 @@ fn serve(socket: Option<&Path>, args: &ServeArgs) -> Result<()> {
         max_vcpus_per_slot: args.max_vcpus,
         ..ne_vfio_user::default_device_config()
     };
-    let delay = args.start_delay_ms.map(Duration::from_millis);
-    let server = ne_vfio_user::NeServer::with_backend(socket, config, |_| {
-        let simulated = ne_device::SimulatedHypervisor::new();
-        Ok(match delay {
-            Some(delay) => Box::new(ne_hypervisor::Delayed::new(
-                simulated,
-                ne_hypervisor::SystemClock::default(),
-                delay,
-            )),
-            None => Box::new(simulated),
+    tracing::info!(?backend, "enclave backend");
+    let server = ne_vfio_user::NeServer::with_backend(socket, config, |notifier| {
+        Ok(match backend {
+            ServeBackend::Vm(choice) => Box::new(
+                ne_vm::VmBackend::from_choice(choice, notifier).map_err(std::io::Error::other)?,
+            ),
+            ServeBackend::Simulated { delay: Some(delay) } => {
+                Box::new(ne_hypervisor::Delayed::new(
+                    ne_device::SimulatedHypervisor::new(),
+                    ne_hypervisor::SystemClock::default(),
+                    delay,
+                ))
+            }
+            ServeBackend::Simulated { delay: None } => {
+                Box::new(ne_device::SimulatedHypervisor::new())
+            }
         })
     })
     .map_err(|e| CliError::new(Code::InvalidArgument, ne_hypervisor::error_chain(&e)))?;

@@ -36,7 +36,7 @@ pub fn socket_path(explicit: Option<&Path>) -> Result<PathBuf> {
 
 /// `path` made absolute against the working directory, so a relative `NECTL_SOCKET`
 /// names one socket wherever `nectl` runs from next.
-fn absolute(path: &Path) -> PathBuf {
+pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 

@@ -390,7 +390,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let parent = ne_parent::Parent::new(ne_parent::ParentConfig {
             ram_mib: 1024,
-            backend: ne_parent::BackendChoice::Vm(ne_parent::VmChoice {
+            backend: ne_parent::BackendChoice::Vm(ne_vm::VmChoice {
                 accel: None,
                 state_dir: dir.path().join("vms"),
                 vsock_dir: None,
@@ -421,5 +421,230 @@ mod tests {
             parent.enclave_details(enclave.slot_uid()).is_empty(),
             "no VM was started"
         );
+    }
+
+    /// `nectl serve` with the VM backend, driven over vfio-user as QEMU drives it: guest RAM
+    /// (a file) mapped, the device enabled, a slot set up.
+    mod serve {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileExt;
+        use std::os::unix::net::UnixListener;
+        use std::process::{Child, Command, Stdio};
+        use std::time::{Duration, Instant};
+
+        use ne_abi::{regs, Command as NeCommand};
+        use vfio_bindings::bindings::vfio::{
+            VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD,
+            VFIO_PCI_BAR3_REGION_INDEX as BAR3, VFIO_PCI_MSIX_IRQ_INDEX,
+        };
+        use vfio_user::Client;
+        use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+        use super::{gone, hello_eif, wait_until};
+
+        const GIB: u64 = 1 << 30;
+        /// The hello enclave's memory: its kernel needs more than 64 MiB.
+        const ENCLAVE_MEMORY: u64 = 128 << 20;
+
+        /// `nectl serve`, killed and reaped on drop.
+        struct Server {
+            child: Child,
+            dir: tempfile::TempDir,
+        }
+
+        impl Drop for Server {
+            fn drop(&mut self) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+
+        fn le(fields: &[u64]) -> Vec<u8> {
+            fields.iter().flat_map(|f| f.to_le_bytes()).collect()
+        }
+
+        /// A guest's driver talking to the server: the client, vector 0's eventfd, its RAM.
+        struct Guest {
+            client: Client,
+            reply: EventFd,
+            _event: EventFd,
+            _ram: std::fs::File,
+        }
+
+        impl Guest {
+            fn read_u64(&mut self, offset: u64) -> u64 {
+                let mut bytes = [0; 8];
+                self.client.region_read(BAR3, offset, &mut bytes).unwrap();
+                u64::from_le_bytes(bytes)
+            }
+
+            /// Sends `command` and waits for its reply (vector 0); returns (rc, reply word 1).
+            fn command(
+                &mut self,
+                command: NeCommand,
+                payload: &[u8],
+                wait: Duration,
+            ) -> (i32, u64) {
+                self.client
+                    .region_write(BAR3, regs::SEND_DATA, payload)
+                    .unwrap();
+                self.client
+                    .region_write(BAR3, regs::COMMAND, &command.number().to_le_bytes())
+                    .unwrap();
+                let deadline = Instant::now() + wait;
+                while self.reply.read().is_err() {
+                    assert!(Instant::now() < deadline, "no reply to {command}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let head = self.read_u64(regs::RECV_DATA);
+                let rc = i32::from_le_bytes(head.to_le_bytes()[..4].try_into().unwrap());
+                (rc, self.read_u64(regs::RECV_DATA + 8))
+            }
+        }
+
+        fn serve(backend: &str) -> Server {
+            let dir = tempfile::tempdir().unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_nectl"))
+                .args(["serve", "--backend", backend, "--socket"])
+                .arg(dir.path().join("ne.sock"))
+                .arg("--control")
+                .arg(dir.path().join("control.sock"))
+                .arg("--state-dir")
+                .arg(dir.path().join("state"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+                .spawn()
+                .unwrap();
+            Server { child, dir }
+        }
+
+        /// Connects as a guest whose RAM holds `image` at 8 MiB and probes the device.
+        fn guest(server: &Server, image: &[u8]) -> Guest {
+            let socket = server.dir.path().join("ne.sock");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut client = loop {
+                if let Ok(client) = Client::new(&socket) {
+                    break client;
+                }
+                assert!(Instant::now() < deadline, "the server did not listen");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let reply = EventFd::new(EFD_NONBLOCK).unwrap();
+            let event = EventFd::new(EFD_NONBLOCK).unwrap();
+            client
+                .set_irqs(
+                    VFIO_PCI_MSIX_IRQ_INDEX,
+                    VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+                    0,
+                    2,
+                    &[reply.as_raw_fd(), event.as_raw_fd()],
+                )
+                .unwrap();
+            let ram = tempfile::tempfile().unwrap();
+            ram.set_len(GIB).unwrap();
+            ram.write_all_at(image, 8 << 20).unwrap();
+            client.dma_map(0, 0, GIB, ram.as_raw_fd()).unwrap();
+            client.region_write(BAR3, regs::ENABLE, &[1]).unwrap();
+            Guest {
+                client,
+                reply,
+                _event: event,
+                _ram: ram,
+            }
+        }
+
+        const WAIT: Duration = Duration::from_secs(5);
+
+        /// Sets up a slot with the hello image's memory and vCPU 1, listens on CID 3's port
+        /// 9000, and starts the enclave; returns the slot and the heartbeat listener.
+        fn start_hello(server: &Server, guest: &mut Guest) -> (u64, UnixListener) {
+            let (rc, uid) = guest.command(NeCommand::SlotAlloc, &[0], WAIT);
+            assert_eq!(rc, 0);
+            let add_mem = le(&[uid, 0, ENCLAVE_MEMORY]);
+            assert_eq!(guest.command(NeCommand::SlotAddMem, &add_mem, WAIT).0, 0);
+            let add_vcpu = le(&[uid, 1]);
+            assert_eq!(guest.command(NeCommand::SlotAddVcpu, &add_vcpu, WAIT).0, 0);
+            let vsock = server.dir.path().join("state/vsock");
+            wait_until("the vsock directory", WAIT, || vsock.is_dir());
+            let heartbeat = UnixListener::bind(vsock.join("9000.sock")).unwrap();
+            let start = le(&[uid, 0, 1]);
+            assert_eq!(guest.command(NeCommand::EnclaveStart, &start, WAIT).0, 0);
+            (uid, heartbeat)
+        }
+
+        /// The pid of the QEMU of each enclave, from the control socket.
+        fn qemu_pids(server: &Server) -> Vec<u32> {
+            let control = server.dir.path().join("control.sock");
+            let request = ne_vfio_user::control::ControlRequest::Slots;
+            let slots = ne_vfio_user::control::call(&control, &request)
+                .unwrap()
+                .unwrap();
+            slots
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|slot| slot["Pid"].as_str())
+                .map(|pid| pid.parse().unwrap())
+                .collect()
+        }
+
+        #[test]
+        fn test_a_disconnecting_guest_leaves_no_enclave_vm() {
+            let Some(eif) = hello_eif() else { return };
+            let image = std::fs::read(eif).unwrap();
+            let server = serve("vm");
+            let mut guest = guest(&server, &image);
+            let _ = start_hello(&server, &mut guest);
+            let pids = qemu_pids(&server);
+            assert_eq!(pids.len(), 1);
+            drop(guest);
+            wait_until("the enclave's QEMU ends", Duration::from_secs(10), || {
+                gone(pids[0])
+            });
+        }
+
+        #[test]
+        fn test_serve_boots_the_image_the_guest_placed_and_its_heartbeat_reaches_cid_3() {
+            let Some(eif) = hello_eif() else { return };
+            let image = std::fs::read(eif).unwrap();
+            let server = serve("vm");
+            let mut guest = guest(&server, &image);
+            let (uid, heartbeat) = start_hello(&server, &mut guest);
+            let wait = WAIT;
+            heartbeat.set_nonblocking(true).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut stream = loop {
+                match heartbeat.accept() {
+                    Ok((stream, _)) => break stream,
+                    Err(_) => {
+                        assert!(Instant::now() < deadline, "no heartbeat on CID 3:9000");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            };
+            stream.set_nonblocking(false).unwrap();
+            let mut byte = [0u8];
+            stream.read_exact(&mut byte).unwrap();
+            assert_eq!(byte, [0xB7], "the heartbeat");
+            let control = server.dir.path().join("control.sock");
+            let slots = ne_vfio_user::control::call(
+                &control,
+                &ne_vfio_user::control::ControlRequest::Slots,
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(slots[0]["Backend"], "vm", "{slots}");
+            assert!(slots[0]["Accel"].is_string(), "{slots}");
+            let pid: u32 = slots[0]["Pid"].as_str().unwrap().parse().unwrap();
+            assert!(!gone(pid), "the enclave's QEMU runs: {slots}");
+            assert_eq!(
+                guest.command(NeCommand::EnclaveStop, &le(&[uid]), wait).0,
+                0
+            );
+            wait_until("the enclave's QEMU ends", Duration::from_secs(10), || {
+                gone(pid)
+            });
+        }
     }
 }

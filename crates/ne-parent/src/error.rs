@@ -57,9 +57,9 @@ pub enum Error {
     /// A guest-memory access failed.
     #[error("Parent memory access failed")]
     Memory(#[from] ne_hypervisor::MemoryError),
-    /// No usable QEMU for the VM backend.
-    #[error("The VM backend needs QEMU")]
-    Qemu(#[from] ne_vm::QemuError),
+    /// The VM backend could not start (no usable QEMU, most likely).
+    #[error("Cannot start the VM backend")]
+    Vm(#[from] ne_vm::StartError),
     /// The parent's RAM could not be created.
     #[error("Cannot create {size} bytes of parent RAM")]
     Ram {

@@ -44,6 +44,6 @@ pub use launch::{
 };
 pub use parent::{
     default_pool, BackendChoice, Parent, ParentBackend, ParentBar, ParentConfig, ParentDevice,
-    ParentDeviceFile, ParentDriver, ParentEnclave, ParentHypervisor, VmChoice,
+    ParentDeviceFile, ParentDriver, ParentEnclave, ParentHypervisor,
 };
 pub use ram::ParentRam;

@@ -2,7 +2,6 @@
 //! [`Parent`]: an emulated parent instance — RAM, CPUs, hugepages, the NE device and the
 //! driver bound to it — in one process.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use ne_device::{DeviceConfig, DeviceLog, SimulatedHypervisor};
 use ne_driver::inproc::{pci_enable, InProcBar, InProcDevice};
 use ne_driver::{DeviceFile, DriverConfig, Enclave, NeDriver, Topology, Vectors};
 use ne_hypervisor::{spawn_pump, Backend, Console, EnclaveImage, NitroHypervisor, Notifier};
-use ne_vm::{Accel, Qemu, VmBackend, VmConfig};
+use ne_vm::{VmBackend, VmChoice};
 use ne_vsock::{Router, HEARTBEAT_PORT};
 
 use crate::address_space::AddressSpace;
@@ -37,8 +36,6 @@ pub type ParentDeviceFile = DeviceFile<ParentBar, Mutex<AddressSpace>>;
 pub type ParentEnclave = Enclave<ParentBar>;
 
 const MIB: u64 = 1 << 20;
-/// How long a stopped enclave VM has to end before it is killed.
-const VM_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The emulated parent's shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,17 +70,6 @@ pub enum BackendChoice {
     Simulated,
     /// Each enclave boots as a QEMU VM, reachable over vsock.
     Vm(VmChoice),
-}
-
-/// How the VM backend runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VmChoice {
-    /// KVM or TCG; `None` picks KVM where it really works.
-    pub accel: Option<Accel>,
-    /// Where the VMs' files go.
-    pub state_dir: PathBuf,
-    /// Where the parent's vsock Unix sockets go (`<port>.sock`, `enclave-<cid>.sock`).
-    pub vsock_dir: Option<PathBuf>,
 }
 
 impl Default for ParentConfig {
@@ -151,17 +137,8 @@ impl Parent {
         Self::with_backend(config, |_, notifier| match choice {
             BackendChoice::Simulated => Ok((Box::new(SimulatedHypervisor::new()), None)),
             BackendChoice::Vm(vm) => {
-                let qemu = Qemu::find()?;
-                let accel = vm.accel.unwrap_or_else(Accel::detect);
-                let router = Router::new(vm.vsock_dir.clone());
-                let config = VmConfig {
-                    qemu,
-                    accel,
-                    state_dir: vm.state_dir,
-                    stop_grace: VM_STOP_GRACE,
-                };
-                let backend = VmBackend::new(config, Arc::clone(&router), notifier)
-                    .map_err(|source| Error::Backend { source })?;
+                let backend = VmBackend::from_choice(vm, notifier)?;
+                let router = Arc::clone(backend.router());
                 Ok((Box::new(backend), Some(router)))
             }
         })

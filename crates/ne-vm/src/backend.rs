@@ -22,6 +22,31 @@ use crate::vm::{EnclaveRam, MemoryRun, Spawner, Vm, VmEnded, VmSpec};
 /// QEMU's `-numa` limit; beyond it the enclave gets fresh RAM instead of the donated runs.
 const MAX_NUMA_NODES: usize = 64;
 
+/// How long a stopped VM has to end (SIGTERM) before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What a user chooses of the VM backend; QEMU is found and the rest fixed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmChoice {
+    /// KVM or TCG; `None` picks KVM where it really works.
+    pub accel: Option<Accel>,
+    /// Where the VMs' files go.
+    pub state_dir: PathBuf,
+    /// Where the parent's vsock Unix sockets go (`<port>.sock`, `enclave-<cid>.sock`).
+    pub vsock_dir: Option<PathBuf>,
+}
+
+/// Why the VM backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No usable QEMU.
+    #[error("The VM backend needs QEMU")]
+    Qemu(#[from] crate::QemuError),
+    /// Its directory or its process spawner could not be made.
+    #[error("Cannot start the VM backend")]
+    Io(#[from] std::io::Error),
+}
+
 /// How the VM backend runs enclaves.
 #[derive(Clone, Debug)]
 pub struct VmConfig {
@@ -74,6 +99,27 @@ impl VmBackend {
             events: Arc::new(Mutex::new(VecDeque::new())),
             serial: AtomicU64::new(0),
         })
+    }
+
+    /// The backend `choice` describes, with QEMU found (`Qemu::find`), the accelerator
+    /// detected unless chosen, and a router of its own (its directory made), signalling
+    /// `notifier`.
+    pub fn from_choice(choice: VmChoice, notifier: Notifier) -> Result<Self, StartError> {
+        if let Some(dir) = &choice.vsock_dir {
+            // Listeners of the parent's ports may bind there before the first enclave.
+            std::fs::create_dir_all(dir)?;
+        }
+        let config = VmConfig {
+            qemu: Qemu::find()?,
+            accel: choice.accel.unwrap_or_else(Accel::detect),
+            state_dir: choice.state_dir,
+            stop_grace: STOP_GRACE,
+        };
+        Ok(VmBackend::new(
+            config,
+            Router::new(choice.vsock_dir),
+            notifier,
+        )?)
     }
 
     /// The router of the enclaves' vsock.
