@@ -244,6 +244,11 @@ struct ServeArgs {
     /// `vsock/enclave-<cid>.sock`) [default: the socket's path with `.d` added].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Serve the guest's vsock device on this vhost-user socket (QEMU: `-chardev
+    /// socket,id=v,path=PATH -device vhost-user-vsock-pci,chardev=v,guest-cid=3`): the guest
+    /// is then CID 3 to its enclaves, as a parent instance is on Nitro.
+    #[arg(long, value_name = "PATH")]
+    vsock: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -559,6 +564,13 @@ fn serve_backend(
         },
     };
     if !vm {
+        if args.vsock.is_some() {
+            return Err(CliError::new(
+                Code::InvalidArgument,
+                "--vsock needs enclaves that run: the VM backend",
+            )
+            .hint("install QEMU (scripts/provision.sh) or drop --backend sim"));
+        }
         return Ok(ServeBackend::Simulated { delay });
     }
     if delay.is_some() {
@@ -602,11 +614,15 @@ fn serve(socket: Option<&Path>, args: &ServeArgs, backend: ServeBackend) -> Resu
         ..ne_vfio_user::default_device_config()
     };
     tracing::info!(?backend, "enclave backend");
+    let mut router = None;
     let server = ne_vfio_user::NeServer::with_backend(socket, config, |notifier| {
         Ok(match backend {
-            ServeBackend::Vm(choice) => Box::new(
-                ne_vm::VmBackend::from_choice(choice, notifier).map_err(std::io::Error::other)?,
-            ),
+            ServeBackend::Vm(choice) => {
+                let vm = ne_vm::VmBackend::from_choice(choice, notifier)
+                    .map_err(std::io::Error::other)?;
+                router = Some(std::sync::Arc::clone(vm.router()));
+                Box::new(vm)
+            }
             ServeBackend::Simulated { delay: Some(delay) } => {
                 Box::new(ne_hypervisor::Delayed::new(
                     ne_device::SimulatedHypervisor::new(),
@@ -620,8 +636,17 @@ fn serve(socket: Option<&Path>, args: &ServeArgs, backend: ServeBackend) -> Resu
         })
     })
     .map_err(|e| CliError::new(Code::InvalidArgument, ne_hypervisor::error_chain(&e)))?;
+    if let (Some(vsock), Some(router)) = (&args.vsock, router) {
+        ne_vsock::serve_parent_vm(router, vsock).map_err(|e| {
+            CliError::new(
+                Code::FileOperation,
+                format!("cannot serve the guest's vsock on {}: {e}", vsock.display()),
+            )
+        })?;
+    }
     let files: Vec<PathBuf> = std::iter::once(socket.to_owned())
         .chain(args.control.clone())
+        .chain(args.vsock.clone())
         .collect();
     crate::signals::on_termination(move |signal| {
         tracing::info!(signal, "stopping on a signal");

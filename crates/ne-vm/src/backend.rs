@@ -181,6 +181,11 @@ impl VmBackend {
                 vsock_down(&self.router, enclave.cid, &mux);
                 refused(EIO, format!("starting QEMU: {e}"))
             })?;
+        if enclave.is_debug() {
+            let console = vm.console().clone();
+            let source: ne_vsock::ConsoleSource = Arc::new(move || console_stream(&console));
+            self.router.add_console(enclave.cid, source);
+        }
         tracing::info!(
             slot = enclave.slot_uid,
             cid = enclave.cid,
@@ -269,6 +274,27 @@ impl VmBackend {
 /// Tears an enclave's vsock down (only its own: a new enclave may have its CID already).
 fn vsock_down(router: &Router, cid: u64, mux: &Arc<ne_vsock::Mux>) {
     router.remove_enclave(cid, mux);
+}
+
+/// A stream carrying `console`: what it printed so far, then its live output until the VM
+/// ends or the reader goes away.
+fn console_stream(console: &Console) -> Option<std::os::unix::net::UnixStream> {
+    let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().ok()?;
+    let reader = console.attach();
+    std::thread::Builder::new()
+        .name("ne-vm-console".to_owned())
+        .spawn(move || {
+            if theirs.write_all(&reader.history).is_err() {
+                return;
+            }
+            for chunk in reader.live {
+                if theirs.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        })
+        .ok()?;
+    Some(ours)
 }
 
 /// The donated regions as runs of files: adjacent regions that continue the same file

@@ -28,6 +28,7 @@ use vmm_sys_util::event::{
 
 use crate::mux::Mux;
 use crate::packet::{Header, HEADER_BYTES};
+use crate::router::Router;
 
 /// The RX queue.
 const RX_QUEUE: u16 = 0;
@@ -251,6 +252,13 @@ impl Served {
         &self.socket
     }
 
+    /// Waits until the front-end is gone (or never came and the service was shut down).
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
     /// Ends the service: a front-end that never came is replaced by a connection that
     /// closes at once, and the thread is joined once the front-end is gone.
     pub fn shutdown(mut self) {
@@ -262,6 +270,34 @@ impl Served {
             let _ = std::fs::remove_file(&self.socket);
         }
     }
+}
+
+/// Serves the parent as a VM (`nectl serve`'s guest, CID 3) on `socket`, for the life of
+/// the process: a vhost-user-vsock device for each front-end that connects in turn, whose
+/// connections `router` routes to the enclaves and their consoles.
+pub fn serve_parent_vm(router: Arc<Router>, socket: &Path) -> io::Result<()> {
+    // The first device listens before this returns, so the guest's QEMU may start at once.
+    let mut mux = router.attach_parent_vm()?;
+    let mut served = serve(socket, Arc::clone(&mux))?;
+    let socket = socket.to_owned();
+    thread::Builder::new()
+        .name("ne-vsock-parent".to_owned())
+        .spawn(move || loop {
+            served.wait();
+            router.detach_parent_vm(&mux);
+            tracing::info!("the parent VM's vsock front-end went away; serving the next");
+            let next = router
+                .attach_parent_vm()
+                .and_then(|next| serve(&socket, Arc::clone(&next)).map(|s| (next, s)));
+            match next {
+                Ok((next, next_served)) => (mux, served) = (next, next_served),
+                Err(e) => {
+                    tracing::error!("cannot serve the parent VM's vsock again: {e}");
+                    return;
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// Listens on `socket` (before returning, so QEMU can connect at once) and serves the

@@ -10,6 +10,9 @@
 //! - [`Mux`]: one enclave's connections, with credit-based flow control; testable without
 //!   a VM.
 //! - [`serve`]: the vhost-user device of one enclave, on a socket.
+//! - [`serve_parent_vm`]: the device of a parent that is itself a VM (`nectl serve`'s
+//!   guest): attached to the router, it is CID 3 to the enclaves, reaches them at their
+//!   CIDs, and debug consoles at CID 0, port `cid + 10000`.
 //!
 //! The guest is untrusted: malformed chains are skipped, packets for unknown connections
 //! get RST, data beyond the advertised credit resets the connection, and connections,
@@ -30,11 +33,11 @@ mod mux;
 pub mod packet;
 mod router;
 
-pub use device::{serve, Served, VsockDevice};
+pub use device::{serve, serve_parent_vm, Served, VsockDevice};
 pub use mux::{
     ConnKey, HostPorts, Mux, BUF_ALLOC, MAX_CONNECTIONS, MAX_CONTROL_PACKETS, MAX_QUEUED_BYTES,
 };
-pub use router::{PortListener, RouteError, Router, CONNECT_TIMEOUT};
+pub use router::{ConsoleSource, PortListener, RouteError, Router, CONNECT_TIMEOUT};
 
 /// The parent's CID (`VMADDR_CID_HOST` as enclaves see it, `NE_PARENT_VM_CID`).
 pub const PARENT_CID: u64 = 3;

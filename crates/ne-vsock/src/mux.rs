@@ -39,12 +39,13 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The first port given to connections the host opens.
 const FIRST_EPHEMERAL_PORT: u32 = 49_152;
 
-/// Where an enclave's connection requests to host ports go.
+/// Where a VM's connection requests to ports outside it go.
 pub trait HostPorts: Send + Sync {
-    /// A stream to the host service at `host_cid`:`port` for a new connection from
-    /// `guest_cid`, or `None` when nothing listens there. May block briefly (it may
-    /// connect a Unix socket); it is called off the queue thread.
-    fn open(&self, host_cid: u64, port: u32, guest_cid: u64) -> Option<UnixStream>;
+    /// A stream to the service at `key.host_cid`:`key.host_port` for a new connection
+    /// from port `key.guest_port` of the VM at `guest_cid`, or `None` when nothing listens
+    /// there. May block briefly (it may connect a Unix socket, or wait for another VM to
+    /// accept); it is called off the queue thread.
+    fn open(&self, key: ConnKey, guest_cid: u64) -> Option<UnixStream>;
 }
 
 /// A connection, named by its two ends.
@@ -266,7 +267,7 @@ impl Mux {
         let opened = thread::Builder::new()
             .name("ne-vsock-open".to_owned())
             .spawn(move || {
-                let stream = mux.ports.open(key.host_cid, key.host_port, mux.cid);
+                let stream = mux.ports.open(key, mux.cid);
                 mux.host_opened(key, stream);
             });
         if opened.is_err() {
@@ -405,6 +406,19 @@ impl Mux {
         host: UnixStream,
         greeting: impl FnOnce(u32) -> Vec<u8>,
     ) -> io::Result<Receiver<io::Result<u32>>> {
+        self.connect_from(crate::PARENT_CID, None, port, host, greeting)
+    }
+
+    /// [`Mux::connect`] from `host_cid`, port `host_port` (if it is free; else, and with
+    /// `None`, an ephemeral one): how another VM's connection is passed on.
+    pub fn connect_from(
+        &self,
+        host_cid: u64,
+        host_port: Option<u32>,
+        port: u32,
+        host: UnixStream,
+        greeting: impl FnOnce(u32) -> Vec<u8>,
+    ) -> io::Result<Receiver<io::Result<u32>>> {
         let (reply, answer) = channel();
         let mut inner = self.lock();
         if inner.closed || inner.conns.len() >= MAX_CONNECTIONS {
@@ -413,12 +427,20 @@ impl Mux {
                 "the enclave takes no more connections",
             ));
         }
-        let host_port = free_port(&mut inner, port);
-        let key = ConnKey {
-            host_cid: crate::PARENT_CID,
+        let wanted = host_port.map(|host_port| ConnKey {
+            host_cid,
             host_port,
             guest_port: port,
+        });
+        let key = match wanted {
+            Some(key) if !inner.conns.contains_key(&key) => key,
+            _ => ConnKey {
+                host_cid,
+                host_port: free_port(&mut inner, host_cid, port),
+                guest_port: port,
+            },
         };
+        let host_port = key.host_port;
         let mut conn = Conn::new(State::Requested(reply, greeting(host_port)));
         conn.host = Some(host);
         inner.conns.insert(key, conn);
@@ -561,7 +583,7 @@ impl Mux {
 }
 
 /// A port for a host-initiated connection to `guest_port` that no connection uses.
-fn free_port(inner: &mut Inner, guest_port: u32) -> u32 {
+fn free_port(inner: &mut Inner, host_cid: u64, guest_port: u32) -> u32 {
     loop {
         let port = inner.next_port;
         inner.next_port = port
@@ -569,7 +591,7 @@ fn free_port(inner: &mut Inner, guest_port: u32) -> u32 {
             .unwrap_or(FIRST_EPHEMERAL_PORT)
             .max(FIRST_EPHEMERAL_PORT);
         let key = ConnKey {
-            host_cid: crate::PARENT_CID,
+            host_cid,
             host_port: port,
             guest_port,
         };
@@ -692,7 +714,8 @@ mod tests {
     }
 
     impl HostPorts for Ports {
-        fn open(&self, host_cid: u64, port: u32, _guest_cid: u64) -> Option<UnixStream> {
+        fn open(&self, key: ConnKey, _guest_cid: u64) -> Option<UnixStream> {
+            let (host_cid, port) = (key.host_cid, key.host_port);
             if host_cid != crate::PARENT_CID || port != 9000 {
                 return None;
             }

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::mux::{HostPorts, Mux};
-use crate::PARENT_CID;
+use crate::mux::{ConnKey, HostPorts, Mux};
+use crate::{console_port, HYPERVISOR_CID, PARENT_CID};
 
 /// How long a `CONNECT` client may take to send its line.
 const CONNECT_LINE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,10 +58,28 @@ pub enum RouteError {
     Io(#[from] io::Error),
 }
 
-#[derive(Debug, Default)]
+/// Opens a stream that carries an enclave's console (history, then live output).
+pub type ConsoleSource = Arc<dyn Fn() -> Option<UnixStream> + Send + Sync>;
+
+#[derive(Default)]
 struct Inner {
     listeners: BTreeMap<u32, Sender<UnixStream>>,
     enclaves: BTreeMap<u64, Arc<Mux>>,
+    /// The parent as a VM (`nectl serve`'s guest): when attached, it is CID 3.
+    parent_vm: Option<Arc<Mux>>,
+    /// Debug enclaves' consoles, served at CID 0, port `cid + 10000`, by CID.
+    consoles: BTreeMap<u64, ConsoleSource>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("listeners", &self.listeners.keys().collect::<Vec<_>>())
+            .field("enclaves", &self.enclaves.keys().collect::<Vec<_>>())
+            .field("parent_vm", &self.parent_vm.is_some())
+            .field("consoles", &self.consoles.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// The vsock routes of one parent: its ports, and its enclaves by CID.
@@ -103,11 +121,59 @@ impl Drop for PortListener {
 struct Ports(Weak<Router>);
 
 impl HostPorts for Ports {
-    fn open(&self, host_cid: u64, port: u32, _guest_cid: u64) -> Option<UnixStream> {
-        if host_cid != PARENT_CID {
+    fn open(&self, key: ConnKey, guest_cid: u64) -> Option<UnixStream> {
+        if key.host_cid != PARENT_CID {
             return None;
         }
-        self.0.upgrade()?.open_parent_port(port)
+        let router = self.0.upgrade()?;
+        let parent_vm = router.lock().parent_vm.clone();
+        match parent_vm {
+            Some(parent_vm) => bridge(&parent_vm, guest_cid, key),
+            None => router.open_parent_port(key.host_port),
+        }
+    }
+}
+
+/// The router as the parent VM's mux sees it: the enclaves at their CIDs, and the
+/// consoles of debug enclaves at CID 0.
+struct ParentVmPorts(Weak<Router>);
+
+impl HostPorts for ParentVmPorts {
+    fn open(&self, key: ConnKey, guest_cid: u64) -> Option<UnixStream> {
+        let router = self.0.upgrade()?;
+        if key.host_cid == HYPERVISOR_CID {
+            let source = {
+                let inner = router.lock();
+                let cid = inner
+                    .consoles
+                    .keys()
+                    .find(|&&cid| console_port(cid) == u64::from(key.host_port))
+                    .copied()?;
+                inner.consoles.get(&cid).cloned()?
+            };
+            return source();
+        }
+        let enclave = router.lock().enclaves.get(&key.host_cid).cloned()?;
+        bridge(&enclave, guest_cid, key)
+    }
+}
+
+/// Passes a connection that the VM at `from_cid` asked for (`key`, as its mux names it)
+/// on to `to`, the VM it is for; the stream to give the asking mux once `to` accepted.
+fn bridge(to: &Mux, from_cid: u64, key: ConnKey) -> Option<UnixStream> {
+    let (ours, theirs) = UnixStream::pair().ok()?;
+    let answer = to
+        .connect_from(
+            from_cid,
+            Some(key.guest_port),
+            key.host_port,
+            theirs,
+            |_| Vec::new(),
+        )
+        .ok()?;
+    match answer.recv_timeout(CONNECT_TIMEOUT) {
+        Ok(Ok(_)) => Some(ours),
+        _ => None,
     }
 }
 
@@ -142,6 +208,36 @@ impl Router {
             connections,
             router: Arc::downgrade(self),
         })
+    }
+
+    /// Makes a VM the parent (CID 3): from now on enclaves' connections to CID 3 go to it
+    /// (not to this process's listeners or Unix sockets), and it reaches the enclaves at
+    /// their CIDs and debug consoles at CID 0. Returns its connections, for its vsock
+    /// device; a parent VM attached before is closed.
+    pub fn attach_parent_vm(self: &Arc<Self>) -> io::Result<Arc<Mux>> {
+        let mux = Mux::new(PARENT_CID, Arc::new(ParentVmPorts(Arc::downgrade(self))))?;
+        if let Some(old) = self.lock().parent_vm.replace(Arc::clone(&mux)) {
+            old.close();
+        }
+        Ok(mux)
+    }
+
+    /// The parent VM of `mux` went away: CID 3 is this process again.
+    pub fn detach_parent_vm(&self, mux: &Arc<Mux>) {
+        let mut inner = self.lock();
+        if inner
+            .parent_vm
+            .as_ref()
+            .is_some_and(|m| Arc::ptr_eq(m, mux))
+        {
+            inner.parent_vm = None;
+        }
+    }
+
+    /// Serves the console of the debug enclave at `cid` at CID 0, port `cid + 10000`, to
+    /// the parent VM, until the enclave is removed.
+    pub fn add_console(&self, cid: u64, source: ConsoleSource) {
+        self.lock().consoles.insert(cid, source);
     }
 
     /// A stream for a new connection from an enclave to `port` of the parent.
@@ -182,6 +278,7 @@ impl Router {
             .is_some_and(|m| Arc::ptr_eq(m, mux))
         {
             inner.enclaves.remove(&cid);
+            inner.consoles.remove(&cid);
             if let Some(dir) = &self.uds_dir {
                 let _ = std::fs::remove_file(dir.join(format!("enclave-{cid}.sock")));
             }
@@ -345,5 +442,116 @@ mod tests {
         let mut answer = String::new();
         BufReader::new(stream).read_line(&mut answer).unwrap();
         assert!(answer.starts_with("ERROR"), "{answer}");
+    }
+
+    /// A packet from the VM at `src` to `dst`, with `op` and `data`.
+    fn from_vm(src: (u64, u32), dst: (u64, u32), op: Op, data: &[u8]) -> Header {
+        Header {
+            src_cid: src.0,
+            dst_cid: dst.0,
+            src_port: src.1,
+            dst_port: dst.1,
+            len: u32::try_from(data.len()).unwrap(),
+            type_: TYPE_STREAM,
+            op: op.value(),
+            buf_alloc: 65_536,
+            ..Header::default()
+        }
+    }
+
+    #[test]
+    fn test_with_a_parent_vm_an_enclave_s_cid_3_is_that_vm_and_data_crosses_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let _not_used = UnixListener::bind(dir.path().join("9000.sock")).unwrap();
+        let router = Router::new(Some(dir.path().to_owned()));
+        let enclave = router.add_enclave(16).unwrap();
+        let parent = router.attach_parent_vm().unwrap();
+        let enclave_side = (16, 55);
+        let parent_side = (PARENT_CID, 9000);
+        enclave.guest_packet(&from_vm(enclave_side, parent_side, Op::Request, &[]), &[]);
+        let request = next(&parent).header;
+        assert_eq!(request.op(), Some(Op::Request));
+        assert_eq!(
+            (request.src_cid, request.src_port),
+            (16, 55),
+            "the enclave's address"
+        );
+        assert_eq!(request.dst_port, 9000);
+        parent.guest_packet(&from_vm(parent_side, enclave_side, Op::Response, &[]), &[]);
+        assert_eq!(next(&enclave).header.op(), Some(Op::Response));
+        enclave.guest_packet(&from_vm(enclave_side, parent_side, Op::Rw, b"hb"), b"hb");
+        let data = next(&parent);
+        assert_eq!(
+            (data.header.op(), data.data.as_slice()),
+            (Some(Op::Rw), &b"hb"[..])
+        );
+        parent.guest_packet(&from_vm(parent_side, enclave_side, Op::Rw, b"ok"), b"ok");
+        let reply = loop {
+            let packet = next(&enclave);
+            if packet.header.op() == Some(Op::Rw) {
+                break packet;
+            }
+        };
+        assert_eq!(reply.data, b"ok");
+    }
+
+    #[test]
+    fn test_a_parent_vm_reaches_an_enclave_at_its_cid_and_a_debug_console_at_cid_0() {
+        let router = Router::new(None);
+        let enclave = router.add_enclave(17).unwrap();
+        let parent = router.attach_parent_vm().unwrap();
+        let (console, mut printer) = UnixStream::pair().unwrap();
+        let console = std::sync::Mutex::new(Some(console));
+        router.add_console(17, Arc::new(move || console.lock().unwrap().take()));
+        let parent_side = (PARENT_CID, 1234);
+        parent.guest_packet(&from_vm(parent_side, (17, 5005), Op::Request, &[]), &[]);
+        let request = next(&enclave).header;
+        assert_eq!(
+            (request.op(), request.src_cid),
+            (Some(Op::Request), PARENT_CID)
+        );
+        assert_eq!((request.src_port, request.dst_port), (1234, 5005));
+        let console_side = (HYPERVISOR_CID, 10_017);
+        parent.guest_packet(
+            &from_vm((PARENT_CID, 1235), console_side, Op::Request, &[]),
+            &[],
+        );
+        assert_eq!(
+            next(&parent).header.op(),
+            Some(Op::Response),
+            "the console answers"
+        );
+        printer.write_all(b"Linux version").unwrap();
+        let output = loop {
+            let packet = next(&parent);
+            if packet.header.op() == Some(Op::Rw) {
+                break packet;
+            }
+        };
+        assert_eq!(output.data, b"Linux version");
+        parent.guest_packet(
+            &from_vm(
+                (PARENT_CID, 1236),
+                (HYPERVISOR_CID, 10_099),
+                Op::Request,
+                &[],
+            ),
+            &[],
+        );
+        assert_eq!(
+            next(&parent).header.op(),
+            Some(Op::Rst),
+            "no console for CID 89"
+        );
+        router.detach_parent_vm(&parent);
+        enclave.guest_packet(
+            &from_vm((17, 56), (PARENT_CID, 9000), Op::Request, &[]),
+            &[],
+        );
+        assert_eq!(
+            next(&enclave).header.op(),
+            Some(Op::Rst),
+            "without the parent VM, nobody listens on 9000 here"
+        );
     }
 }
