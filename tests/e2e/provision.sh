@@ -7,6 +7,7 @@
 #   root/                 a minimal Debian trixie with QEMU (trixie-backports) to run the guest
 #   guest/vmlinuz         Debian trixie's cloud kernel (CONFIG_NITRO_ENCLAVES=m)
 #   guest/nitro_enclaves.ko  the unmodified upstream driver, from that kernel's package
+#   guest/vsock*.ko       the vsock modules of that kernel (the guest's own vsock device)
 #   guest/busybox         a static busybox for the guest's init
 set -euo pipefail
 cache=${NE_CACHE:-$HOME/.cache/ne}/e2e
@@ -43,7 +44,10 @@ if [ ! -x "$root/usr/bin/qemu-system-x86_64" ]; then
 fi
 log "QEMU: $(chroot "$root" qemu-system-x86_64 --version | head -1)"
 
-if [ ! -f "$guest/vmlinuz" ] || [ ! -f "$guest/nitro_enclaves.ko" ] || [ ! -x "$guest/busybox" ]; then
+modules="nitro_enclaves vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport"
+missing=""
+for module in $modules; do [ -f "$guest/$module.ko" ] || missing=1; done
+if [ ! -f "$guest/vmlinuz" ] || [ -n "$missing" ] || [ ! -x "$guest/busybox" ]; then
     log "fetching the guest kernel and busybox"
     work=$root/tmp/ne-debs
     rm -rf "$work" && mkdir -p "$work" && chmod 777 "$work"
@@ -52,13 +56,15 @@ if [ ! -f "$guest/vmlinuz" ] || [ ! -f "$guest/nitro_enclaves.ko" ] || [ ! -x "$
     chroot "$root" sh -c "cd /tmp/ne-debs && apt-get download -qq $kernel_pkg"
     for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$work/x"; done
     cp "$work"/x/boot/vmlinuz-* "$guest/vmlinuz"
-    ko=$(find "$work/x" -name 'nitro_enclaves.ko*' | head -1)
-    [ -n "$ko" ] || { log "the kernel package has no nitro_enclaves module"; exit 1; }
-    case "$ko" in
-        *.xz) xz -dc "$ko" >"$guest/nitro_enclaves.ko" ;;
-        *.zst) zstd -qdc "$ko" >"$guest/nitro_enclaves.ko" ;;
-        *) cp "$ko" "$guest/nitro_enclaves.ko" ;;
-    esac
+    for module in $modules; do
+        ko=$(find "$work/x" -name "$module.ko*" | head -1)
+        [ -n "$ko" ] || { log "the kernel package has no $module module"; exit 1; }
+        case "$ko" in
+            *.xz) xz -dc "$ko" >"$guest/$module.ko" ;;
+            *.zst) zstd -qdc "$ko" >"$guest/$module.ko" ;;
+            *) cp "$ko" "$guest/$module.ko" ;;
+        esac
+    done
     busybox=$(find "$work/x" -path '*bin/busybox' | head -1)
     cp "$busybox" "$guest/busybox"
     rm -rf "$work"

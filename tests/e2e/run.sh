@@ -92,10 +92,45 @@ done
 wait "$qemu" || true
 elapsed=$(( $(date +%s) - started ))
 
+# Phase 2: enclaves that boot. The same guest kernel, now with a vsock device of its own
+# (CID 3 to its enclaves), and `nectl serve` booting each enclave as a VM on the guest's
+# donated pages; the guest runs nitro-cli's steps on the real hello image.
+kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+server_pid=""
+echo "[e2e] phase 2: enclaves that boot, reached over the guest's own vsock"
+[ -f target/enclave/hello.eif ] || scripts/build-hello.sh >/dev/null
+mkdir -p "$work/initrd-vm"/{bin,dev,proc,sys,lib}
+cp "$guest/busybox" "$static/nectl" "$work/initrd-vm/bin/"
+for module in nitro_enclaves vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport; do
+    cp "$guest/$module.ko" "$work/initrd-vm/lib/"
+done
+cp target/enclave/hello.eif "$work/initrd-vm/hello.eif"
+install -m 0755 tests/e2e/init-vm "$work/initrd-vm/init"
+(cd "$work/initrd-vm" && find . | cpio -o -H newc --quiet | gzip -1) >"$root/tmp/ne-e2e/initrd-vm.gz"
+vsock=$root/run/ne-e2e-vsock.sock
+serial_vm=$work/serial-vm.log
+server_vm_log=$work/server-vm.log
+rm -f "$socket" "$vsock"
+"$nectl" serve --backend vm --socket "$socket" --vsock "$vsock" --state-dir "$work/state" \
+    >"$server_vm_log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do [ -S "$socket" ] && [ -S "$vsock" ] && break; sleep 0.1; done
+started_vm=$(date +%s)
+timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 3 -m 1G \
+    -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \
+    -kernel /tmp/ne-e2e/vmlinuz -initrd /tmp/ne-e2e/initrd-vm.gz \
+    -append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot \
+    -device '{"driver":"vfio-user-pci","socket":{"path":"/run/ne-e2e.sock","type":"unix"}}' \
+    -chardev socket,id=vsock,path=/run/ne-e2e-vsock.sock \
+    -device vhost-user-vsock-pci,chardev=vsock \
+    </dev/null >"$serial_vm" 2>&1 || true
+elapsed_vm=$(( $(date +%s) - started_vm ))
+
 # Host-side checks.
 host_step() { if [ "$2" = ok ]; then echo "STEP $1 PASS $3"; else echo "STEP $1 FAIL $3"; fi; }
 {
     tr -d '\r' <"$serial" | grep -o 'STEP .*' || true
+    tr -d '\r' <"$serial_vm" | grep -o 'STEP .*' || true
     if [ -s "$history" ] && python3 - "$history" <<'PY'
 import json, sys
 names = [r["Command"] for r in json.load(open(sys.argv[1])) if r["Rc"] == 0]
@@ -112,17 +147,19 @@ PY
 } >"$work/steps.txt"
 
 echo
-echo "[e2e] summary (guest ran ${elapsed}s)"
+echo "[e2e] summary (guests ran ${elapsed}s and ${elapsed_vm}s)"
 sed 's/^STEP /  /' "$work/steps.txt"
 passed=$(grep -c ' PASS ' "$work/steps.txt" || true)
 failed=$(grep -c ' FAIL ' "$work/steps.txt" || true)
-expected=14
+expected=19
 if [ "$failed" -eq 0 ] && [ "$passed" -ge "$expected" ]; then
     echo "e2e: $passed passed, 0 failed"
     exit 0
 fi
 mkdir -p "$artifacts"
-cp "$serial" "$server_log" "$work/steps.txt" "$artifacts/" 2>/dev/null || true
+cp "$serial" "$server_log" "$serial_vm" "$server_vm_log" "$work/steps.txt" "$artifacts/" \
+    2>/dev/null || true
+cp "$work"/state/vms/*/qemu.log "$artifacts/" 2>/dev/null || true
 cp "$work"/*.json "$work/host.log" "$artifacts/" 2>/dev/null || true
 echo "e2e: $passed passed, $failed failed (expected $expected steps); logs in $artifacts"
 exit 1

@@ -245,7 +245,7 @@ struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Serve the guest's vsock device on this vhost-user socket (QEMU: `-chardev
-    /// socket,id=v,path=PATH -device vhost-user-vsock-pci,chardev=v,guest-cid=3`): the guest
+    /// socket,id=v,path=PATH -device vhost-user-vsock-pci,chardev=v`): the guest
     /// is then CID 3 to its enclaves, as a parent instance is on Nitro.
     #[arg(long, value_name = "PATH")]
     vsock: Option<PathBuf>,
@@ -419,10 +419,13 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
                 .to_owned();
             crate::parent::client::console(&socket, &id, None).map(|()| None)
         }
-        Command::Connect { enclave_cid, port } => {
-            let dir = socket.parent().unwrap_or(Path::new("."));
-            crate::vsock_connect::connect(&dir.join("vsock"), enclave_cid, port).map(|()| None)
-        }
+        Command::Connect { enclave_cid, port } => match &cli.device {
+            Some(_) => crate::vsock_connect::connect_vsock(enclave_cid, port).map(|()| None),
+            None => {
+                let dir = socket.parent().unwrap_or(Path::new("."));
+                crate::vsock_connect::connect(&dir.join("vsock"), enclave_cid, port).map(|()| None)
+            }
+        },
         Command::Console(args) => crate::parent::client::console(
             &socket,
             &args.enclave.id_or_name(),

@@ -61,8 +61,8 @@ pub trait ParentInstance: Send + Sync {
         Vec::new()
     }
 
-    /// The console of the enclave of `slot_uid`, where this parent can see it.
-    fn console(&self, _slot_uid: u64) -> Option<Console> {
+    /// The console of the debug enclave of `slot_uid` at `cid`, where this parent can see it.
+    fn console(&self, _slot_uid: u64, _cid: u64) -> Option<Console> {
         None
     }
 }

@@ -2,12 +2,14 @@
 //! [`KernelParent`]: the machine this runs on as the parent — an EC2 instance, or a guest
 //! of `nectl serve` — through the Linux driver's `/dev/nitro_enclaves`.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
 
 use ne_driver::parse_cpu_list;
 use ne_driver::sys::KernelDevice;
+
+use ne_hypervisor::Console;
 
 use crate::donor::KernelHugepages;
 use crate::heartbeat::HeartbeatListener;
@@ -73,6 +75,30 @@ impl ParentInstance for KernelParent {
 
     fn heartbeat(&self) -> io::Result<Option<HeartbeatListener>> {
         HeartbeatListener::kernel()
+    }
+
+    /// The hypervisor serves a debug enclave's console at CID 0, port `cid + 10000`.
+    fn console(&self, _slot_uid: u64, cid: u64) -> Option<Console> {
+        let port = u32::try_from(ne_vsock::console_port(cid)).ok()?;
+        let mut stream = vsock::VsockStream::connect_with_cid_port(
+            ne_vsock::HYPERVISOR_CID.try_into().ok()?,
+            port,
+        )
+        .map_err(|e| tracing::warn!(cid, "no console at CID 0, port {port}: {e}"))
+        .ok()?;
+        let console = Console::new();
+        let feed = console.clone();
+        std::thread::Builder::new()
+            .name("ne-console".to_owned())
+            .spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(read @ 1..) = stream.read(&mut chunk) {
+                    feed.push(chunk.get(..read).unwrap_or_default());
+                }
+                feed.close();
+            })
+            .ok()?;
+        Some(console)
     }
 
     fn end_enclave(&self, _slot_uid: u64, _crash: bool) -> Result<bool, Unsupported> {

@@ -280,7 +280,7 @@ pub fn launch<P: ParentInstance>(
         let timeout = heartbeat_timeout(request.eif.len() as u64);
         if let Err(source) = listener.wait_while_running(&enclave, timeout) {
             let console = parent
-                .console(enclave.slot_uid())
+                .console(enclave.slot_uid(), cid)
                 .map(|c| c.tail(CONSOLE_LINES));
             // As nitro-cli does: an enclave that did not boot is terminated.
             let _ = enclave.release();

@@ -353,7 +353,7 @@ impl ParentInstance for Parent {
             .map_err(std::io::Error::other)
     }
 
-    fn console(&self, slot_uid: u64) -> Option<Console> {
+    fn console(&self, slot_uid: u64, _cid: u64) -> Option<Console> {
         self.device().hypervisor().backend().console(slot_uid)
     }
 

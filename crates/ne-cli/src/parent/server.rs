@@ -407,7 +407,7 @@ impl<P: ParentInstance> Server<P> {
         }
         let console = self
             .parent
-            .console(entry.launched.enclave.slot_uid())
+            .console(entry.launched.enclave.slot_uid(), entry.launched.cid)
             .ok_or_else(|| {
                 CliError::new(
                     Code::ConsoleConnection,
