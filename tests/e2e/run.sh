@@ -18,7 +18,7 @@ guest=$cache/guest
 echo "[e2e] building nectl, and static builds of nectl and the guest program"
 cargo build --quiet --locked -p ne-cli
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --locked -p ne-e2e-guest -p ne-cli \
-    --target x86_64-unknown-linux-gnu
+    -p ne-e2e-virtee --target x86_64-unknown-linux-gnu
 nectl=$repo/target/debug/nectl
 static=$repo/target/x86_64-unknown-linux-gnu/debug
 
@@ -100,7 +100,7 @@ server_pid=""
 echo "[e2e] phase 2: enclaves that boot, reached over the guest's own vsock"
 [ -f target/enclave/hello.eif ] || scripts/build-hello.sh >/dev/null
 mkdir -p "$work/initrd-vm"/{bin,dev,proc,sys,lib}
-cp "$guest/busybox" "$static/nectl" "$work/initrd-vm/bin/"
+cp "$guest/busybox" "$static/nectl" "$static/ne-e2e-virtee" "$work/initrd-vm/bin/"
 for module in nitro_enclaves vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport; do
     cp "$guest/$module.ko" "$work/initrd-vm/lib/"
 done
@@ -151,7 +151,7 @@ echo "[e2e] summary (guests ran ${elapsed}s and ${elapsed_vm}s)"
 sed 's/^STEP /  /' "$work/steps.txt"
 passed=$(grep -c ' PASS ' "$work/steps.txt" || true)
 failed=$(grep -c ' FAIL ' "$work/steps.txt" || true)
-expected=19
+expected=20
 if [ "$failed" -eq 0 ] && [ "$passed" -ge "$expected" ]; then
     echo "e2e: $passed passed, 0 failed"
     exit 0
@@ -159,7 +159,7 @@ fi
 mkdir -p "$artifacts"
 cp "$serial" "$server_log" "$serial_vm" "$server_vm_log" "$work/steps.txt" "$artifacts/" \
     2>/dev/null || true
-cp "$work"/state/vms/*/qemu.log "$artifacts/" 2>/dev/null || true
+cp "$work"/state/vms/enclave-*.log "$artifacts/" 2>/dev/null || true
 cp "$work"/*.json "$work/host.log" "$artifacts/" 2>/dev/null || true
 echo "e2e: $passed passed, $failed failed (expected $expected steps); logs in $artifacts"
 exit 1

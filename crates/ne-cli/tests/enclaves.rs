@@ -590,6 +590,40 @@ mod tests {
         }
 
         #[test]
+        fn test_an_enclave_of_64_scattered_hugepages_boots() {
+            // As the virtee crate donates: one region per 2 MiB page, in descending physical
+            // order, so no two merge: 64 pieces of RAM, beyond vhost-user's baseline 8.
+            let Some(eif) = hello_eif() else { return };
+            let image = std::fs::read(eif).unwrap();
+            let server = serve("vm");
+            let mut guest = guest(&server, &image);
+            let (rc, uid) = guest.command(NeCommand::SlotAlloc, &[0], WAIT);
+            assert_eq!(rc, 0);
+            let pages = ENCLAVE_MEMORY / (2 << 20);
+            // The pages that hold the image (at 8 MiB of the guest's RAM, where the test put
+            // it) are donated first and in place; the rest come from the top, backwards.
+            let image_pages =
+                (8 << 20) / (2 << 20) + u64::try_from(image.len()).unwrap().div_ceil(2 << 20);
+            let mut order: Vec<u64> = (0..image_pages).collect();
+            order.extend((image_pages..pages).rev().map(|page| page + pages));
+            for page in order {
+                let add_mem = le(&[uid, page * (2 << 20), 2 << 20]);
+                assert_eq!(guest.command(NeCommand::SlotAddMem, &add_mem, WAIT).0, 0);
+            }
+            let add_vcpu = le(&[uid, 1]);
+            assert_eq!(guest.command(NeCommand::SlotAddVcpu, &add_vcpu, WAIT).0, 0);
+            let vsock = server.dir.path().join("state/vsock");
+            wait_until("the vsock directory", WAIT, || vsock.is_dir());
+            let heartbeat = UnixListener::bind(vsock.join("9000.sock")).unwrap();
+            let start = le(&[uid, 0, 0]);
+            assert_eq!(guest.command(NeCommand::EnclaveStart, &start, WAIT).0, 0);
+            heartbeat.set_nonblocking(true).unwrap();
+            wait_until("the heartbeat", Duration::from_secs(120), || {
+                heartbeat.accept().is_ok()
+            });
+        }
+
+        #[test]
         fn test_a_disconnecting_guest_leaves_no_enclave_vm() {
             let Some(eif) = hello_eif() else { return };
             let image = std::fs::read(eif).unwrap();

@@ -19,6 +19,8 @@ use ne_vsock::{Router, Served};
 use crate::qemu::{Accel, Qemu};
 use crate::vm::{EnclaveRam, MemoryRun, Spawner, Vm, VmEnded, VmSpec};
 
+/// How many console lines an unrequested end logs.
+const CONSOLE_TAIL_LINES: usize = 15;
 /// QEMU's `-numa` limit; beyond it the enclave gets fresh RAM instead of the donated runs.
 const MAX_NUMA_NODES: usize = 64;
 
@@ -258,7 +260,13 @@ impl VmBackend {
             if ended.requested {
                 return;
             }
-            tracing::info!(slot = slot_uid, cid, reason = ?ended.reason, "enclave VM ended");
+            tracing::info!(
+                slot = slot_uid,
+                cid,
+                reason = ?ended.reason,
+                "enclave VM ended; its console ended with:\n{}",
+                ended.console.tail(CONSOLE_TAIL_LINES)
+            );
             events
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)

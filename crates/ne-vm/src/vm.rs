@@ -235,6 +235,8 @@ pub struct VmEnded {
     pub requested: bool,
     /// How it ended.
     pub reason: StopReason,
+    /// Its console, closed: what it printed last says why.
+    pub console: Console,
 }
 
 impl Vm {
@@ -303,6 +305,7 @@ impl Vm {
                 ended(VmEnded {
                     requested: supervised_stop.load(Ordering::SeqCst),
                     reason,
+                    console: supervised_console,
                 });
             })?;
         Ok(Vm {

@@ -181,8 +181,10 @@ impl VhostUserBackend for VsockDevice {
         (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
+    /// The config space (the CID), and memory regions one at a time: an enclave's RAM is
+    /// its donated regions, often more than the 8 regions vhost-user allows without it.
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::CONFIG
+        VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
     }
 
     fn set_event_idx(&self, _enabled: bool) {}
