@@ -376,7 +376,14 @@ impl Mux {
     fn guest_shutdown(&self, key: ConnKey, header: &Header) {
         let both = SHUTDOWN_RCV | SHUTDOWN_SEND;
         if header.flags & both == both {
-            // Closed both ways: acknowledge with RST, as the Linux host transport does.
+            // Closed both ways: acknowledge with RST, as the Linux host transport does — but
+            // what the enclave sent before still reaches the host: its writer passes the
+            // queued data on, then closes the stream (a peer that writes and closes at once,
+            // as nitro-cli's heartbeat echo does, loses nothing).
+            if let Some(conn) = self.lock().conns.get_mut(&key) {
+                conn.to_host = None;
+                conn.host = None;
+            }
             self.reset(key);
             return;
         }
@@ -696,7 +703,14 @@ fn write_host(mux: &Mux, key: ConnKey, mut stream: UnixStream, from_guest: &Rece
         }
         mux.host_consumed(key, chunk.len());
     }
-    let _ = stream.shutdown(Shutdown::Write);
+    // The enclave sends no more; if the connection is gone altogether, nothing comes back
+    // either.
+    let how = if mux.lock().conns.contains_key(&key) {
+        Shutdown::Write
+    } else {
+        Shutdown::Both
+    };
+    let _ = stream.shutdown(how);
 }
 
 #[cfg(test)]
@@ -790,6 +804,24 @@ mod tests {
         mux.guest_packet(&request, &[]);
         assert_eq!(next(&mux).header.op(), Some(Op::Rst));
         assert_eq!(mux.connections(), 0);
+    }
+
+    #[test]
+    fn test_data_sent_just_before_a_close_both_ways_still_reaches_the_host() {
+        let ports = Arc::new(Ports::default());
+        for round in 0..50 {
+            let (mux, mut host) = connected(&ports);
+            let mut data = header(Op::Rw, 1234, 9000);
+            data.len = 1;
+            mux.guest_packet(&data, &[0xB7]);
+            let mut shutdown = header(Op::Shutdown, 1234, 9000);
+            shutdown.flags = SHUTDOWN_RCV | SHUTDOWN_SEND;
+            mux.guest_packet(&shutdown, &[]);
+            host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut received = Vec::new();
+            host.read_to_end(&mut received).unwrap();
+            assert_eq!(received, [0xB7], "round {round}");
+        }
     }
 
     #[test]
