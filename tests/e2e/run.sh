@@ -105,8 +105,15 @@ for module in nitro_enclaves vsock vmw_vsock_virtio_transport_common vmw_vsock_v
     cp "$guest/$module.ko" "$work/initrd-vm/lib/"
 done
 cp target/enclave/hello.eif "$work/initrd-vm/hello.eif"
+# QEMU 11 with -accel nitro, the guest's own client of /dev/nitro_enclaves: the trixie root's
+# binary and its shared libraries, at their paths (uncompressed: faster to boot under TCG).
+qemu_bin=/usr/bin/qemu-system-x86_64
+for file in "$qemu_bin" $(chroot "$root" ldd "$qemu_bin" | grep -o '/[^ ]*'); do
+    mkdir -p "$work/initrd-vm$(dirname "$file")"
+    cp -L "$root$file" "$work/initrd-vm$file"
+done
 install -m 0755 tests/e2e/init-vm "$work/initrd-vm/init"
-(cd "$work/initrd-vm" && find . | cpio -o -H newc --quiet | gzip -1) >"$root/tmp/ne-e2e/initrd-vm.gz"
+(cd "$work/initrd-vm" && find . | cpio -o -H newc --quiet) >"$root/tmp/ne-e2e/initrd-vm.cpio"
 vsock=$root/run/ne-e2e-vsock.sock
 serial_vm=$work/serial-vm.log
 server_vm_log=$work/server-vm.log
@@ -118,7 +125,7 @@ for _ in $(seq 100); do [ -S "$socket" ] && [ -S "$vsock" ] && break; sleep 0.1;
 started_vm=$(date +%s)
 timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 3 -m 1G \
     -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \
-    -kernel /tmp/ne-e2e/vmlinuz -initrd /tmp/ne-e2e/initrd-vm.gz \
+    -kernel /tmp/ne-e2e/vmlinuz -initrd /tmp/ne-e2e/initrd-vm.cpio \
     -append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot \
     -device '{"driver":"vfio-user-pci","socket":{"path":"/run/ne-e2e.sock","type":"unix"}}' \
     -chardev socket,id=vsock,path=/run/ne-e2e-vsock.sock \
@@ -151,7 +158,7 @@ echo "[e2e] summary (guests ran ${elapsed}s and ${elapsed_vm}s)"
 sed 's/^STEP /  /' "$work/steps.txt"
 passed=$(grep -c ' PASS ' "$work/steps.txt" || true)
 failed=$(grep -c ' FAIL ' "$work/steps.txt" || true)
-expected=20
+expected=21
 if [ "$failed" -eq 0 ] && [ "$passed" -ge "$expected" ]; then
     echo "e2e: $passed passed, 0 failed"
     exit 0
@@ -159,7 +166,8 @@ fi
 mkdir -p "$artifacts"
 cp "$serial" "$server_log" "$serial_vm" "$server_vm_log" "$work/steps.txt" "$artifacts/" \
     2>/dev/null || true
-cp "$work"/state/vms/enclave-*.log "$artifacts/" 2>/dev/null || true
+cp "$work"/state/vms/enclave-*.log "$work"/state/vms/enclave-*.console "$artifacts/" \
+    2>/dev/null || true
 cp "$work"/*.json "$work/host.log" "$artifacts/" 2>/dev/null || true
 echo "e2e: $passed passed, $failed failed (expected $expected steps); logs in $artifacts"
 exit 1

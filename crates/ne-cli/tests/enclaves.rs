@@ -590,24 +590,25 @@ mod tests {
         }
 
         #[test]
-        fn test_an_enclave_of_64_scattered_hugepages_boots() {
-            // As the virtee crate donates: one region per 2 MiB page, in descending physical
-            // order, so no two merge: 64 pieces of RAM, beyond vhost-user's baseline 8.
+        fn test_an_enclave_of_ten_scattered_pieces_boots_in_place() {
+            // Ten regions of 16 MiB, all but the image's in descending physical order so they
+            // do not merge: NUMA nodes, each a memory slot of the vsock device, beyond
+            // vhost-user's baseline 8.
             let Some(eif) = hello_eif() else { return };
             let image = std::fs::read(eif).unwrap();
             let server = serve("vm");
             let mut guest = guest(&server, &image);
             let (rc, uid) = guest.command(NeCommand::SlotAlloc, &[0], WAIT);
             assert_eq!(rc, 0);
-            let pages = ENCLAVE_MEMORY / (2 << 20);
-            // The pages that hold the image (at 8 MiB of the guest's RAM, where the test put
-            // it) are donated first and in place; the rest come from the top, backwards.
-            let image_pages =
-                (8 << 20) / (2 << 20) + u64::try_from(image.len()).unwrap().div_ceil(2 << 20);
-            let mut order: Vec<u64> = (0..image_pages).collect();
-            order.extend((image_pages..pages).rev().map(|page| page + pages));
-            for page in order {
-                let add_mem = le(&[uid, page * (2 << 20), 2 << 20]);
+            const PIECE: u64 = 16 << 20;
+            const PIECES: u64 = 10;
+            // The pieces that hold the image (at 8 MiB of the guest's RAM, where the test put
+            // it) are donated first and in place; the rest come from higher up, backwards.
+            let image_pieces = ((8 << 20) + u64::try_from(image.len()).unwrap()).div_ceil(PIECE);
+            let mut order: Vec<u64> = (0..image_pieces).collect();
+            order.extend((image_pieces..PIECES).rev().map(|piece| piece + PIECES));
+            for piece in order {
+                let add_mem = le(&[uid, piece * PIECE, PIECE]);
                 assert_eq!(guest.command(NeCommand::SlotAddMem, &add_mem, WAIT).0, 0);
             }
             let add_vcpu = le(&[uid, 1]);
@@ -617,6 +618,20 @@ mod tests {
             let heartbeat = UnixListener::bind(vsock.join("9000.sock")).unwrap();
             let start = le(&[uid, 0, 0]);
             assert_eq!(guest.command(NeCommand::EnclaveStart, &start, WAIT).0, 0);
+            let pid = qemu_pids(&server)[0];
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+            // The image's pieces are contiguous and merge into one node; no others do.
+            let nodes = 1 + PIECES - image_pieces;
+            assert!(
+                nodes > 8,
+                "the test needs more pieces than vhost-user's baseline slots"
+            );
+            let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+            assert_eq!(
+                cmdline.matches("memdev=ram").count(),
+                usize::try_from(nodes).unwrap(),
+                "the enclave's RAM is not the donated pieces: {cmdline}"
+            );
             heartbeat.set_nonblocking(true).unwrap();
             wait_until("the heartbeat", Duration::from_secs(120), || {
                 heartbeat.accept().is_ok()

@@ -21,8 +21,13 @@ use crate::vm::{EnclaveRam, MemoryRun, Spawner, Vm, VmEnded, VmSpec};
 
 /// How many console lines an unrequested end logs.
 const CONSOLE_TAIL_LINES: usize = 15;
-/// QEMU's `-numa` limit; beyond it the enclave gets fresh RAM instead of the donated runs.
-const MAX_NUMA_NODES: usize = 64;
+/// The most pieces of donated memory booted in place, one NUMA node each (QEMU allows 64;
+/// vhost-user devices map each piece into a memory slot of their own).
+const MAX_NUMA_NODES: usize = 32;
+/// The smallest piece booted in place. A NUMA node of a few MiB is mostly its own memory map
+/// and per-node structures: Linux's allocators fail on such nodes early in boot (x86 ignores
+/// nodes under 4 MiB altogether), so smaller pieces give the enclave fresh RAM instead.
+const MIN_NUMA_NODE_SIZE: u64 = 16 << 20;
 
 /// How long a stopped VM has to end (SIGTERM) before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -229,15 +234,16 @@ impl VmBackend {
             );
             return EnclaveRam::Fresh { size };
         }
-        match donated_runs(request.memory, request.enclave.regions) {
-            Some(runs) if runs.len() <= MAX_NUMA_NODES => EnclaveRam::Donated(runs),
-            Some(runs) => {
-                tracing::warn!(runs = runs.len(), "the donated memory is in too many pieces for NUMA nodes: the enclave gets fresh RAM");
-                EnclaveRam::Fresh { size }
-            }
-            None => {
+        let Some(runs) = donated_runs(request.memory, request.enclave.regions) else {
+            tracing::warn!("some donated memory has no file to map: the enclave gets fresh RAM");
+            return EnclaveRam::Fresh { size };
+        };
+        match unbootable_layout(&runs) {
+            None => EnclaveRam::Donated(runs),
+            Some(why) => {
                 tracing::warn!(
-                    "some donated memory has no file to map: the enclave gets fresh RAM"
+                    runs = runs.len(),
+                    "{why}: the enclave gets fresh RAM of the same size"
                 );
                 EnclaveRam::Fresh { size }
             }
@@ -255,11 +261,17 @@ impl VmBackend {
         let events = Arc::clone(&self.events);
         let notifier = self.notifier.clone();
         let router = Arc::clone(&self.router);
+        let console_file = self
+            .config
+            .state_dir
+            .join(format!("enclave-{slot_uid}.console"));
         move |ended: VmEnded| {
             vsock_down(&router, cid, &mux);
             if ended.requested {
                 return;
             }
+            // Kept for whoever investigates why it ended, beside QEMU's own log.
+            let _ = std::fs::write(&console_file, ended.console.history());
             tracing::info!(
                 slot = slot_uid,
                 cid,
@@ -338,6 +350,17 @@ pub fn donated_runs(
     Some(runs)
 }
 
+/// Why the donated runs cannot be the enclave's NUMA nodes as they are, if they cannot.
+fn unbootable_layout(runs: &[MemoryRun]) -> Option<&'static str> {
+    if runs.len() > MAX_NUMA_NODES {
+        Some("the donated memory is in too many pieces to be NUMA nodes")
+    } else if runs.iter().any(|run| run.size < MIN_NUMA_NODE_SIZE) {
+        Some("a piece of the donated memory is too small to be a NUMA node")
+    } else {
+        None
+    }
+}
+
 impl Backend for VmBackend {
     fn start(&mut self, request: &StartRequest<'_>) -> Result<StartProgress, StartRefused> {
         if request.image.arm64 {
@@ -413,5 +436,48 @@ impl Drop for VmBackend {
         for slot in slots {
             self.stop(slot);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(sizes: &[u64]) -> Vec<MemoryRun> {
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        let mut offset = 0;
+        sizes
+            .iter()
+            .map(|&size| {
+                offset += 2 * size;
+                MemoryRun {
+                    file: Arc::clone(&file),
+                    offset,
+                    size,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn test_a_few_large_runs_boot_in_place() {
+        assert_eq!(
+            unbootable_layout(&runs(&[256 << 20, 16 << 20, 32 << 20])),
+            None
+        );
+    }
+
+    #[test]
+    fn test_a_run_smaller_than_a_sane_numa_node_needs_fresh_ram() {
+        // As the virtee crate donates: one 2 MiB hugepage per region, scattered.
+        let why = unbootable_layout(&runs(&[2 << 20; 4])).unwrap();
+        assert!(why.contains("too small"), "{why}");
+    }
+
+    #[test]
+    fn test_more_runs_than_numa_nodes_need_fresh_ram() {
+        let why = unbootable_layout(&runs(&[16 << 20; MAX_NUMA_NODES + 1])).unwrap();
+        assert!(why.contains("too many"), "{why}");
+        assert_eq!(unbootable_layout(&runs(&[16 << 20; MAX_NUMA_NODES])), None);
     }
 }
