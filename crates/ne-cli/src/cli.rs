@@ -146,6 +146,7 @@ enum Command {
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Inspect and steer the device `nectl serve` runs, through its control socket.
+    #[command(visible_alias = "device")]
     Control(ControlArgs),
 }
 

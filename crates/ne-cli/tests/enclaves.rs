@@ -468,7 +468,7 @@ mod tests {
         struct Guest {
             client: Client,
             reply: EventFd,
-            _event: EventFd,
+            event: EventFd,
             _ram: std::fs::File,
         }
 
@@ -549,7 +549,7 @@ mod tests {
             Guest {
                 client,
                 reply,
-                _event: event,
+                event,
                 _ram: ram,
             }
         }
@@ -651,6 +651,51 @@ mod tests {
             wait_until("the enclave's QEMU ends", Duration::from_secs(10), || {
                 gone(pids[0])
             });
+        }
+
+        #[test]
+        fn test_a_vfio_reset_ends_every_enclave_vm() {
+            let Some(eif) = hello_eif() else { return };
+            let image = std::fs::read(eif).unwrap();
+            let server = serve("vm");
+            let mut guest = guest(&server, &image);
+            let _ = start_hello(&server, &mut guest);
+            let pids = qemu_pids(&server);
+            assert_eq!(pids.len(), 1);
+            guest.client.reset().unwrap();
+            wait_until("the enclave's QEMU ends", Duration::from_secs(10), || {
+                gone(pids[0])
+            });
+            assert!(qemu_pids(&server).is_empty(), "a slot survived the reset");
+        }
+
+        #[test]
+        fn test_device_end_enclave_crashes_the_real_vm_and_the_guest_hears_vector_1() {
+            let Some(eif) = hello_eif() else { return };
+            let image = std::fs::read(eif).unwrap();
+            let server = serve("vm");
+            let mut guest = guest(&server, &image);
+            let (uid, _heartbeat) = start_hello(&server, &mut guest);
+            let pid = qemu_pids(&server)[0];
+            let ended = Command::new(env!("CARGO_BIN_EXE_nectl"))
+                .args(["device", "--control"])
+                .arg(server.dir.path().join("control.sock"))
+                .args(["end-enclave", "--slot", &uid.to_string(), "--crash"])
+                .output()
+                .unwrap();
+            assert!(ended.status.success(), "{ended:?}");
+            wait_until("the enclave's QEMU ends", Duration::from_secs(10), || {
+                gone(pid)
+            });
+            wait_until("vector 1", WAIT, || guest.event.read().is_ok());
+            let control = server.dir.path().join("control.sock");
+            let slots = ne_vfio_user::control::call(
+                &control,
+                &ne_vfio_user::control::ControlRequest::Slots,
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(slots[0]["State"], "STOPPED", "{slots}");
         }
 
         #[test]

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::process::{pidfd_send_signal, Signal};
 
 /// How long QEMU may take to create its monitor socket.
@@ -31,7 +32,7 @@ pub(crate) fn watch(path: &Path, pidfd: &Arc<OwnedFd>) -> JoinHandle<Option<Stri
     let spawned = thread::Builder::new()
         .name("ne-vm-qmp".to_owned())
         .spawn(move || {
-            let reason = read_events(&path);
+            let reason = read_events(&path, &pidfd);
             if reason.is_err() {
                 let _ = pidfd_send_signal(&*pidfd, Signal::KILL);
             }
@@ -41,12 +42,14 @@ pub(crate) fn watch(path: &Path, pidfd: &Arc<OwnedFd>) -> JoinHandle<Option<Stri
 }
 
 /// Connects, negotiates, and reads events until QEMU closes the monitor; returns the last
-/// shutdown reason. `Err` if QEMU's monitor never answered.
-fn read_events(path: &PathBuf) -> Result<Option<String>, ()> {
+/// shutdown reason. `Ok(None)` at once if QEMU ended before its monitor was reached; `Err`
+/// if its monitor never answered while it ran.
+fn read_events(path: &PathBuf, pidfd: &OwnedFd) -> Result<Option<String>, ()> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     let stream = loop {
         match UnixStream::connect(path) {
             Ok(stream) => break stream,
+            Err(_) if has_ended(pidfd) => return Ok(None),
             Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
             Err(_) => return Err(()),
         }
@@ -69,6 +72,12 @@ fn read_events(path: &PathBuf) -> Result<Option<String>, ()> {
             }
         }
     }
+}
+
+/// Whether the process behind `pidfd` has ended: a pidfd polls readable from then on.
+fn has_ended(pidfd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    matches!(poll(&mut fds, Some(&Timespec::default())), Ok(ready) if ready > 0)
 }
 
 /// The `reason` of a `SHUTDOWN` event line.
@@ -99,5 +108,21 @@ mod tests {
         );
         assert_eq!(shutdown_reason(r#"{"return": {}}"#), None);
         assert_eq!(shutdown_reason("not json"), None);
+    }
+
+    #[test]
+    fn test_a_qemu_that_ended_before_its_monitor_is_not_waited_for() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = rustix::process::Pid::from_raw(child.id().cast_signed()).unwrap();
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+        child.wait().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let read = read_events(&dir.path().join("never.sock"), &pidfd);
+        assert_eq!(read, Ok(None));
+        assert!(
+            started.elapsed() < CONNECT_TIMEOUT / 2,
+            "waited for the monitor of a process that had ended"
+        );
     }
 }
