@@ -100,7 +100,7 @@ server_pid=""
 echo "[e2e] phase 2: enclaves that boot, reached over the guest's own vsock"
 [ -f target/enclave/hello.eif ] || scripts/build-hello.sh >/dev/null
 mkdir -p "$work/initrd-vm"/{bin,dev,proc,sys,lib}
-cp "$guest/busybox" "$static/nectl" "$static/ne-e2e-virtee" "$work/initrd-vm/bin/"
+cp "$guest/busybox" "$static/nectl" "$static/ne-e2e-guest" "$static/ne-e2e-virtee" "$work/initrd-vm/bin/"
 for module in nitro_enclaves vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport; do
     cp "$guest/$module.ko" "$work/initrd-vm/lib/"
 done
@@ -123,8 +123,8 @@ rm -f "$socket" "$vsock"
 server_pid=$!
 for _ in $(seq 100); do [ -S "$socket" ] && [ -S "$vsock" ] && break; sleep 0.1; done
 started_vm=$(date +%s)
-timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 3 -m 1G \
-    -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \
+timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 5 -m 2G \
+    -object memory-backend-memfd,id=mem,size=2G,share=on -machine memory-backend=mem \
     -kernel /tmp/ne-e2e/vmlinuz -initrd /tmp/ne-e2e/initrd-vm.cpio \
     -append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot \
     -device '{"driver":"vfio-user-pci","socket":{"path":"/run/ne-e2e.sock","type":"unix"}}' \
@@ -158,7 +158,7 @@ echo "[e2e] summary (guests ran ${elapsed}s and ${elapsed_vm}s)"
 sed 's/^STEP /  /' "$work/steps.txt"
 passed=$(grep -c ' PASS ' "$work/steps.txt" || true)
 failed=$(grep -c ' FAIL ' "$work/steps.txt" || true)
-expected=21
+expected=24
 if [ "$failed" -eq 0 ] && [ "$passed" -ge "$expected" ]; then
     echo "e2e: $passed passed, 0 failed"
     exit 0

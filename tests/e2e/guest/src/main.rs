@@ -3,10 +3,14 @@
 //! `nectl serve`, against the unmodified Linux `nitro_enclaves` driver, and prints one
 //! `STEP <name> PASS|FAIL <detail>` line per check for the host to collect. Lines starting
 //! with `HOST` ask the host to act (crash an enclave) and say what to look for.
+//!
+//! `ne-e2e-guest boot EIF` is for a guest with a vsock device of its own (CID 3 to its
+//! enclaves): the kernel sample's sequence on a real image that boots.
 #![forbid(unsafe_code)]
 
+use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ne_abi::uapi::{EIF_IMAGE, EIF_LOAD_OFFSET, MIN_MEM_REGION_SIZE};
 use ne_abi::{NeError, NeUserMemoryRegion};
@@ -93,7 +97,15 @@ fn sample_eif() -> Vec<u8> {
 /// Donates `pages` hugepages to `enclave`, one `NE_SET_USER_MEMORY_REGION` each, with a
 /// sample EIF at 8 MiB of them (as nitro-cli places it), so the enclave can start.
 fn donate(enclave: &KernelEnclave, pages: usize) -> Result<Vec<AnonMapping>, String> {
-    let eif = sample_eif();
+    donate_image(enclave, pages, &sample_eif())
+}
+
+/// Donates `pages` hugepages to `enclave`, one region each, with `eif` at 8 MiB of them.
+fn donate_image(
+    enclave: &KernelEnclave,
+    pages: usize,
+    eif: &[u8],
+) -> Result<Vec<AnonMapping>, String> {
     let first = usize::try_from(EIF_LOAD_OFFSET).unwrap_or(usize::MAX) / PAGE;
     let mut memory = Vec::with_capacity(pages);
     for index in 0..pages {
@@ -296,7 +308,156 @@ fn conformance_list() -> Step {
     ))
 }
 
+/// The parent's port for an enclave's heartbeat, and the byte it sends (and gets back).
+const HEARTBEAT_PORT: u32 = 9000;
+const HEARTBEAT: u8 = 0xB7;
+/// The hello enclave's memory: 128 MiB of hugepages (its kernel needs more than 64 MiB).
+const HELLO_PAGES: usize = 64;
+
+/// The hello image, told to end after its greeting (`/hello --exit`): an extra ramdisk
+/// replaces its command file, so the enclave powers off once it has booted.
+fn exiting_image(eif: &[u8]) -> Result<Vec<u8>, String> {
+    let image = ne_eif::Eif::parse(eif).map_err(|e| format!("the image: {e}"))?;
+    let mut command = ne_eif::Initramfs::new();
+    command.file("cmd", 0o644, b"/hello\n--exit\n".to_vec());
+    let mut ramdisks: Vec<Vec<u8>> = image.ramdisks().map(<[u8]>::to_vec).collect();
+    ramdisks.push(command.to_bytes());
+    ne_eif::EifBuilder {
+        kernel: image.kernel().to_vec(),
+        cmdline: String::from_utf8_lossy(image.cmdline())
+            .trim_end_matches('\0')
+            .to_owned(),
+        ramdisks,
+        metadata: ne_eif::Metadata::new("hello-exit", "1", "2026-12-01T00:00:00Z"),
+        flags: 0,
+    }
+    .build()
+    .map(|(eif, _)| eif)
+    .map_err(|e| format!("building the image: {e}"))
+}
+
+/// Waits up to `timeout` for the enclave's connection to port 9000.
+fn accept_heartbeat(
+    listener: &vsock::VsockListener,
+    timeout: Duration,
+) -> Result<vsock::VsockStream, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => return Ok(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(format!(
+                    "no heartbeat on port {HEARTBEAT_PORT} within {timeout:?}"
+                ));
+            }
+            Err(e) => return Err(format!("accept on port {HEARTBEAT_PORT}: {e}")),
+        }
+    }
+}
+
+/// Reads the heartbeat byte and echoes it, as nitro-cli does.
+fn echo_heartbeat(mut stream: vsock::VsockStream) -> Result<(), String> {
+    stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_read_timeout(Some(Duration::from_secs(30))))
+        .map_err(|e| format!("heartbeat socket: {e}"))?;
+    let mut byte = [0u8];
+    stream
+        .read_exact(&mut byte)
+        .map_err(|e| format!("reading the heartbeat: {e}"))?;
+    if byte[0] != HEARTBEAT {
+        return Err(format!(
+            "heartbeat byte {:#04x}, expected {HEARTBEAT:#04x}",
+            byte[0]
+        ));
+    }
+    stream
+        .write_all(&byte)
+        .map_err(|e| format!("echoing the heartbeat: {e}"))
+}
+
+/// The kernel sample's sequence on the hello image, listening on port 9000 as the sample
+/// does: the enclave boots and its heartbeat reaches this guest. Returns the running
+/// enclave and its memory for the next step.
+fn sample_boot(
+    device: &KernelDevice,
+    eif: &Path,
+) -> Result<(String, KernelEnclave, Vec<AnonMapping>), String> {
+    let eif = std::fs::read(eif).map_err(|e| format!("{}: {e}", eif.display()))?;
+    let image = exiting_image(&eif)?;
+    let enclave = device
+        .create_vm()
+        .map_err(|e| format!("NE_CREATE_VM: {e}"))?;
+    let memory = donate_image(&enclave, HELLO_PAGES, &image)?;
+    let vcpu = enclave
+        .add_vcpu(0)
+        .map_err(|e| format!("NE_ADD_VCPU: {e}"))?;
+    let listener = vsock::VsockListener::bind_with_cid_port(vsock::VMADDR_CID_ANY, HEARTBEAT_PORT)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+        .map_err(|e| format!("listening on vsock port {HEARTBEAT_PORT}: {e}"))?;
+    let started = Instant::now();
+    let cid = enclave
+        .start(0, 0)
+        .map_err(|e| format!("NE_START_ENCLAVE: {e}"))?;
+    echo_heartbeat(accept_heartbeat(&listener, Duration::from_secs(120))?)?;
+    Ok((
+        format!(
+            "slot {}: {HELLO_PAGES} hugepages holding the hello image, vCPU {vcpu}, CID {cid}: heartbeat on port {HEARTBEAT_PORT} after {:.1} s",
+            enclave.slot_uid(),
+            started.elapsed().as_secs_f64()
+        ),
+        enclave,
+        memory,
+    ))
+}
+
+/// The booted enclave powers off on its own (its application ends): POLLHUP.
+fn power_off(enclave: &KernelEnclave) -> Step {
+    let waited = Instant::now();
+    let hup = enclave
+        .wait_event(Duration::from_secs(60))
+        .map_err(|e| format!("poll: {e}"))?;
+    if !hup {
+        return Err("no POLLHUP within 60 s of the heartbeat".to_owned());
+    }
+    Ok(format!(
+        "POLLHUP {:.1} s after the heartbeat: the enclave powered off",
+        waited.elapsed().as_secs_f64()
+    ))
+}
+
+/// The steps of `ne-e2e-guest boot EIF`.
+fn boot(eif: &Path) {
+    let device = match KernelDevice::open(Path::new(DEVICE)) {
+        Ok(device) => device,
+        Err(e) => {
+            report("vm-sample-heartbeat", Err(format!("open {DEVICE}: {e}")));
+            return;
+        }
+    };
+    match sample_boot(&device, eif) {
+        Ok((detail, enclave, _memory)) => {
+            report("vm-sample-heartbeat", Ok(detail));
+            report("vm-poweroff-pollhup", power_off(&enclave));
+        }
+        Err(why) => {
+            report("vm-sample-heartbeat", Err(why));
+            report("vm-poweroff-pollhup", Err("no enclave booted".to_owned()));
+        }
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, eif] = args.as_slice() {
+        if mode == "boot" {
+            boot(Path::new(eif));
+            return;
+        }
+    }
     let mut passed = 0;
     let mut failed = 0;
     let mut count = |ok: bool| if ok { passed += 1 } else { failed += 1 };
