@@ -15,12 +15,17 @@ tests/e2e/provision.sh
 root=$cache/root
 guest=$cache/guest
 
-echo "[e2e] building nectl, and static builds of nectl and the guest program"
-cargo build --quiet --locked -p ne-cli
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --locked -p ne-e2e-guest -p ne-cli \
-    -p ne-e2e-virtee --target x86_64-unknown-linux-gnu
-nectl=$repo/target/debug/nectl
-static=$repo/target/x86_64-unknown-linux-gnu/debug
+# NE_E2E_BENCH=FILE: the second guest also measures (scripts/bench-guest.sh), with release
+# builds, and its BENCH lines go to FILE.
+bench=${NE_E2E_BENCH:-}
+profile=debug
+[ -n "$bench" ] && profile=release
+echo "[e2e] building nectl, and static builds of nectl and the guest program ($profile)"
+cargo build --quiet --locked --profile "${profile/debug/dev}" -p ne-cli
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --locked --profile "${profile/debug/dev}" \
+    -p ne-e2e-guest -p ne-cli -p ne-e2e-virtee --target x86_64-unknown-linux-gnu
+nectl=$repo/target/$profile/nectl
+static=$repo/target/x86_64-unknown-linux-gnu/$profile
 
 work=$(mktemp -d)
 server_pid=""
@@ -126,12 +131,13 @@ started_vm=$(date +%s)
 timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 5 -m 2G \
     -object memory-backend-memfd,id=mem,size=2G,share=on -machine memory-backend=mem \
     -kernel /tmp/ne-e2e/vmlinuz -initrd /tmp/ne-e2e/initrd-vm.cpio \
-    -append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot \
+    -append "console=ttyS0 panic=-1 quiet${bench:+ ne.bench=1}" -nographic -no-reboot \
     -device '{"driver":"vfio-user-pci","socket":{"path":"/run/ne-e2e.sock","type":"unix"}}' \
     -chardev socket,id=vsock,path=/run/ne-e2e-vsock.sock \
     -device vhost-user-vsock-pci,chardev=vsock \
     </dev/null >"$serial_vm" 2>&1 || true
 elapsed_vm=$(( $(date +%s) - started_vm ))
+[ -n "$bench" ] && tr -d '\r' <"$serial_vm" | sed -n 's/^.*BENCH //p' >"$bench"
 
 # Host-side checks.
 host_step() { if [ "$2" = ok ]; then echo "STEP $1 PASS $3"; else echo "STEP $1 FAIL $3"; fi; }

@@ -7,7 +7,15 @@
 //! against the floor: the same QEMU booting the same kernel and initrd directly, with the
 //! same vCPUs and memory size and the same vsock device, from spawn to heartbeat. The two
 //! alternate, so a noisy neighbour weighs on both.
+//!
+//! `bench heartbeat`: `NE_START_ENCLAVE` → heartbeat on the parent the command addresses (the
+//! kernel's driver with `--device`, as in a guest of `nectl serve`; else the embedded
+//! default), to compare one against the other.
+//!
+//! `bench vsock`: throughput to a running enclave's counting port (the hello image's 5006),
+//! in writes of a fixed size, through the route the command addresses.
 
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
 use std::sync::Arc;
@@ -15,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use ne_hypervisor::EnclaveImage;
 use ne_parent::{
-    launch, BackendChoice, CpuRequest, HeartbeatListener, LaunchRequest, Parent, ParentConfig,
+    launch, BackendChoice, CpuRequest, HeartbeatListener, KernelParent, LaunchRequest, Parent,
+    ParentConfig, ParentInstance,
 };
 use ne_vm::{Accel, EnclaveRam, Qemu, Spawner, Vm, VmChoice, VmSpec};
 use ne_vsock::{Router, HEARTBEAT_PORT};
@@ -23,6 +32,7 @@ use serde_json::{json, Value};
 
 use crate::error::{CliError, Code, Result};
 use crate::files::{read_eif, MAX_EIF_BYTES};
+use crate::vsock_connect::{connection_failed, Route};
 
 /// How long one boot may take before the benchmark gives up.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -80,50 +90,14 @@ pub fn boot(bench: &BootBench) -> Result<Value> {
     let eif = read_eif(&bench.eif, MAX_EIF_BYTES)?;
     let image = EnclaveImage::parse(eif.clone())
         .map_err(|e| CliError::new(Code::EifParsing, format!("the image is not valid: {e}")))?;
-    let work = tempfile::Builder::new()
-        .prefix("nectl-bench-")
-        .tempdir()
-        .map_err(|e| CliError::new(Code::FileOperation, e.to_string()))?;
-    let parent = Parent::new(ParentConfig {
-        ram_mib: (bench.memory_mib + 512).next_multiple_of(2),
-        reserved_mib: 256,
-        cores: bench.cpus.max(1) + 1,
-        threads_per_core: 1,
-        cpu_pool: None,
-        backend: BackendChoice::Vm(VmChoice {
-            accel: None,
-            state_dir: work.path().join("vms"),
-            vsock_dir: None,
-        }),
-        ..ParentConfig::default()
-    })
-    .map_err(|e| failed("building the parent")(ne_hypervisor::error_chain(&e)))?;
-    let pool = format!("1-{}", bench.cpus.max(1));
-    parent
-        .driver()
-        .set_cpu_pool(&pool)
-        .map_err(|e| failed("setting the CPU pool")(e.to_string()))?;
+    let work = work_dir()?;
+    let parent = embedded_parent(work.path(), bench.cpus, bench.memory_mib)?;
     let direct = Direct::new(work.path(), &image, bench)?;
-    let request = LaunchRequest {
-        eif,
-        memory_mib: bench.memory_mib,
-        cpus: CpuRequest::Count(bench.cpus),
-        cid: 0,
-        debug: false,
-    };
+    let request = launch_request(eif, bench.cpus, bench.memory_mib);
     let mut through = Vec::new();
     let mut floor = Vec::new();
     for _ in 0..bench.runs {
-        let launched = launch(&parent, &request)
-            .map_err(|e| failed("an enclave boot")(ne_hypervisor::error_chain(&e)))?;
-        through.push(
-            launched
-                .boot_time
-                .ok_or_else(|| failed("an enclave boot")("no heartbeat timing".to_owned()))?,
-        );
-        launched
-            .release()
-            .map_err(|e| failed("terminating the enclave")(e.to_string()))?;
+        through.push(start_to_heartbeat(&parent, &request)?);
         floor.push(direct.boot()?);
     }
     let ratio = median_ms(&through) / median_ms(&floor).max(f64::MIN_POSITIVE);
@@ -139,6 +113,211 @@ pub fn boot(bench: &BootBench) -> Result<Value> {
         "DirectQemuFloor": summary(&floor),
         "RatioOfMedians": (ratio * 1000.0).round() / 1000.0,
     }))
+}
+
+/// What `bench heartbeat` measures.
+#[derive(Clone, Debug)]
+pub struct HeartbeatBench {
+    /// The image.
+    pub eif: PathBuf,
+    /// Boots.
+    pub runs: usize,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// The kernel's NE device to launch through; `None`: the embedded default.
+    pub device: Option<PathBuf>,
+}
+
+/// Runs `bench heartbeat`.
+pub fn heartbeat(bench: &HeartbeatBench) -> Result<Value> {
+    let eif = read_eif(&bench.eif, MAX_EIF_BYTES)?;
+    let bytes = eif.len();
+    let request = launch_request(eif, bench.cpus, bench.memory_mib);
+    let (parent, samples) = match &bench.device {
+        Some(device) => {
+            let parent = KernelParent::open(device)
+                .map_err(|e| failed("opening the device")(format!("{}: {e}", device.display())))?;
+            (
+                format!("the kernel's driver at {}", device.display()),
+                boots(&parent, &request, bench.runs)?,
+            )
+        }
+        None => {
+            let work = work_dir()?;
+            let parent = embedded_parent(work.path(), bench.cpus, bench.memory_mib)?;
+            (
+                "the embedded default (the emulated parent, the VM backend)".to_owned(),
+                boots(&parent, &request, bench.runs)?,
+            )
+        }
+    };
+    Ok(json!({
+        "Benchmark": "heartbeat: NE_START_ENCLAVE to the heartbeat on vsock port 9000",
+        "Parent": parent,
+        "Image": bench.eif,
+        "ImageBytes": bytes,
+        "CPUs": bench.cpus,
+        "MemoryMiB": bench.memory_mib,
+        "StartToHeartbeat": summary(&samples),
+    }))
+}
+
+/// What `bench vsock` measures.
+#[derive(Clone, Debug)]
+pub struct VsockBench {
+    /// How the enclave is reached.
+    pub route: Route,
+    /// The enclave's CID.
+    pub cid: u64,
+    /// Its counting port: reads until the sender closes, answers the count as a line.
+    pub port: u32,
+    /// MiB sent per run.
+    pub mib: u64,
+    /// The size of each write in KiB.
+    pub write_kib: usize,
+    /// Runs.
+    pub runs: usize,
+}
+
+/// Runs `bench vsock`.
+pub fn vsock(bench: &VsockBench) -> Result<Value> {
+    let total = bench.mib << 20;
+    let chunk = vec![0x5a_u8; bench.write_kib << 10];
+    let mut rates = Vec::with_capacity(bench.runs);
+    for _ in 0..bench.runs {
+        let elapsed = send_counted(bench, total, &chunk)?;
+        rates.push(u64_f64(total) / elapsed.as_secs_f64().max(f64::MIN_POSITIVE) / 1e6);
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(json!({
+        "Benchmark": "vsock: parent to enclave throughput, to a port that counts what it gets",
+        "Route": match &bench.route {
+            Route::Vsock => "this machine's vsock (the kernel's driver)".to_owned(),
+            Route::Hybrid(dir) => format!("the emulated parent's hybrid vsock in {}", dir.display()),
+        },
+        "EnclaveCID": bench.cid,
+        "Port": bench.port,
+        "WriteBytes": chunk.len(),
+        "BytesPerRun": total,
+        "MedianMBps": round(median(&rates)),
+        "MaxMBps": round(rates.last().copied().unwrap_or_default()),
+        "MinMBps": round(rates.first().copied().unwrap_or_default()),
+        "Runs": rates.len(),
+    }))
+}
+
+/// Sends `total` bytes in writes of `chunk`, closes, and waits for the enclave's count;
+/// returns the time from the first write to the count.
+fn send_counted(bench: &VsockBench, total: u64, chunk: &[u8]) -> Result<Duration> {
+    let failed = connection_failed(bench.cid, bench.port);
+    let mut stream = bench.route.open(bench.cid, bench.port)?;
+    let started = Instant::now();
+    let mut left = total;
+    while left > 0 {
+        let n = usize::try_from(left).map_or(chunk.len(), |left| left.min(chunk.len()));
+        stream
+            .to_enclave
+            .write_all(chunk.get(..n).unwrap_or(chunk))
+            .map_err(&failed)?;
+        left -= u64::try_from(n).unwrap_or(left);
+    }
+    stream.to_enclave.close_write().map_err(&failed)?;
+    let mut answer = String::new();
+    stream
+        .from_enclave
+        .by_ref()
+        .take(64)
+        .read_line(&mut answer)
+        .map_err(&failed)?;
+    let elapsed = started.elapsed();
+    match answer.trim().parse::<u64>() {
+        Ok(counted) if counted == total => Ok(elapsed),
+        Ok(counted) => Err(CliError::new(
+            Code::ParentConnection,
+            format!("the enclave counted {counted} of the {total} bytes sent"),
+        )),
+        Err(_) => Err(CliError::new(
+            Code::ParentConnection,
+            format!(
+                "port {} of enclave {} answered {answer:?}, not a byte count",
+                bench.port, bench.cid
+            ),
+        )
+        .hint("the hello image counts on port 5006; another application must answer the same way")),
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // a byte count well below 2^52
+fn u64_f64(value: u64) -> f64 {
+    value as f64
+}
+
+/// A launch of `eif` with `cpus` vCPUs and `memory_mib`, production mode, any CID.
+fn launch_request(eif: Vec<u8>, cpus: u32, memory_mib: u64) -> LaunchRequest {
+    LaunchRequest {
+        eif,
+        memory_mib,
+        cpus: CpuRequest::Count(cpus),
+        cid: 0,
+        debug: false,
+    }
+}
+
+/// `runs` launches on `parent`, one after the other.
+fn boots<P: ParentInstance>(
+    parent: &P,
+    request: &LaunchRequest,
+    runs: usize,
+) -> Result<Vec<Duration>> {
+    (0..runs)
+        .map(|_| start_to_heartbeat(parent, request))
+        .collect()
+}
+
+/// One launch on `parent`: `NE_START_ENCLAVE` → heartbeat; the enclave is then terminated.
+fn start_to_heartbeat<P: ParentInstance>(parent: &P, request: &LaunchRequest) -> Result<Duration> {
+    let launched = launch(parent, request)
+        .map_err(|e| failed("an enclave boot")(ne_hypervisor::error_chain(&e)))?;
+    let boot_time = launched
+        .boot_time
+        .ok_or_else(|| failed("an enclave boot")("no heartbeat timing".to_owned()))?;
+    launched
+        .release()
+        .map_err(|e| failed("terminating the enclave")(e.to_string()))?;
+    Ok(boot_time)
+}
+
+fn work_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("nectl-bench-")
+        .tempdir()
+        .map_err(|e| CliError::new(Code::FileOperation, e.to_string()))
+}
+
+/// The embedded default for `cpus` and `memory_mib`: an emulated parent with the VM backend.
+fn embedded_parent(work: &Path, cpus: u32, memory_mib: u64) -> Result<Parent> {
+    let parent = Parent::new(ParentConfig {
+        ram_mib: (memory_mib + 512).next_multiple_of(2),
+        reserved_mib: 256,
+        cores: cpus.max(1) + 1,
+        threads_per_core: 1,
+        cpu_pool: None,
+        backend: BackendChoice::Vm(VmChoice {
+            accel: None,
+            state_dir: work.join("vms"),
+            vsock_dir: None,
+        }),
+        ..ParentConfig::default()
+    })
+    .map_err(|e| failed("building the parent")(ne_hypervisor::error_chain(&e)))?;
+    let pool = format!("1-{}", cpus.max(1));
+    parent
+        .driver()
+        .set_cpu_pool(&pool)
+        .map_err(|e| failed("setting the CPU pool")(e.to_string()))?;
+    Ok(parent)
 }
 
 fn median_ms(samples: &[Duration]) -> f64 {
@@ -229,5 +408,67 @@ impl Direct {
         served.shutdown();
         heard.map_err(|e| failed("a direct boot")(e.to_string()))?;
         Ok(elapsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufReader;
+    use std::os::unix::net::UnixListener;
+
+    /// A stand-in for the emulated parent's hybrid vsock of enclave 16 whose port counts
+    /// what it gets, then answers the count plus `skew`.
+    fn counting_enclave(dir: &Path, skew: u64) -> std::thread::JoinHandle<()> {
+        let listener = UnixListener::bind(dir.join("enclave-16.sock")).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut connect = String::new();
+                reader.read_line(&mut connect).unwrap();
+                assert_eq!(connect, "CONNECT 5006\n");
+                let mut writer = stream;
+                writer.write_all(b"OK 1024\n").unwrap();
+                let counted = std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
+                let _ = writeln!(writer, "{}", counted + skew);
+            }
+        })
+    }
+
+    fn bench(dir: &Path) -> VsockBench {
+        VsockBench {
+            route: Route::Hybrid(dir.to_owned()),
+            cid: 16,
+            port: 5006,
+            mib: 1,
+            write_kib: 64,
+            runs: 3,
+        }
+    }
+
+    #[test]
+    fn test_vsock_bench_sends_every_byte_and_reports_a_rate_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let _enclave = counting_enclave(dir.path(), 0);
+        let figures = vsock(&bench(dir.path())).unwrap();
+        assert_eq!(figures["BytesPerRun"], 1 << 20);
+        assert_eq!(figures["WriteBytes"], 64 << 10);
+        assert_eq!(figures["Runs"], 3);
+        assert!(figures["MedianMBps"].as_f64().unwrap() > 0.0, "{figures}");
+        assert!(figures["MinMBps"].as_f64() <= figures["MaxMBps"].as_f64());
+    }
+
+    #[test]
+    fn test_vsock_bench_refuses_a_count_that_differs_from_what_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let _enclave = counting_enclave(dir.path(), 1);
+        let error = vsock(&bench(dir.path())).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("counted 1048577 of the 1048576 bytes"),
+            "{error}"
+        );
     }
 }

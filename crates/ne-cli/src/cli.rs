@@ -168,6 +168,41 @@ enum BenchCommand {
         #[arg(long, default_value_t = 256)]
         memory: u64,
     },
+    /// NE_START_ENCLAVE to heartbeat on this parent: through the kernel's driver with
+    /// --device (e.g. in a guest of `nectl serve`), else on the embedded default.
+    Heartbeat {
+        /// The image (an init that sends the heartbeat, e.g. target/enclave/hello.eif).
+        #[arg(long)]
+        eif_path: PathBuf,
+        /// Boots, one after the other.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
+        runs: u16,
+        /// vCPUs.
+        #[arg(long, default_value_t = 1)]
+        cpu_count: u32,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory: u64,
+    },
+    /// Throughput to a running enclave's counting port (the hello image counts on 5006),
+    /// through the kernel's vsock with --device, else the emulated parent's hybrid vsock.
+    Vsock {
+        /// The enclave's CID.
+        #[arg(long)]
+        enclave_cid: u64,
+        /// The port that counts what it receives and answers the count.
+        #[arg(long, default_value_t = 5006)]
+        port: u32,
+        /// MiB sent per run.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        mib: u64,
+        /// The size of each write, in KiB.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        write_kib: u16,
+        /// Runs.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
+        runs: u16,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -420,13 +455,10 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
                 .to_owned();
             crate::parent::client::console(&socket, &id, None).map(|()| None)
         }
-        Command::Connect { enclave_cid, port } => match &cli.device {
-            Some(_) => crate::vsock_connect::connect_vsock(enclave_cid, port).map(|()| None),
-            None => {
-                let dir = socket.parent().unwrap_or(Path::new("."));
-                crate::vsock_connect::connect(&dir.join("vsock"), enclave_cid, port).map(|()| None)
-            }
-        },
+        Command::Connect { enclave_cid, port } => {
+            crate::vsock_connect::connect(&vsock_route(&cli, &socket), enclave_cid, port)
+                .map(|()| None)
+        }
         Command::Console(args) => crate::parent::client::console(
             &socket,
             &args.enclave.id_or_name(),
@@ -482,6 +514,48 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
             })
             .map(Some)
         }
+        Command::Bench(BenchCommand::Heartbeat {
+            eif_path,
+            runs,
+            cpu_count,
+            memory,
+        }) => {
+            init_logging();
+            crate::bench::heartbeat(&crate::bench::HeartbeatBench {
+                eif: eif_path,
+                runs: runs.into(),
+                cpus: cpu_count,
+                memory_mib: memory,
+                device: cli.device.clone(),
+            })
+            .map(Some)
+        }
+        Command::Bench(BenchCommand::Vsock {
+            enclave_cid,
+            port,
+            mib,
+            write_kib,
+            runs,
+        }) => crate::bench::vsock(&crate::bench::VsockBench {
+            route: vsock_route(&cli, &socket),
+            cid: enclave_cid,
+            port,
+            mib,
+            write_kib: write_kib.into(),
+            runs: runs.into(),
+        })
+        .map(Some),
+    }
+}
+
+/// How this command reaches enclaves' vsock ports: the machine's own vsock with the
+/// kernel's driver, else the emulated parent's hybrid vsock beside its socket.
+fn vsock_route(cli: &Cli, socket: &Path) -> crate::vsock_connect::Route {
+    match &cli.device {
+        Some(_) => crate::vsock_connect::Route::Vsock,
+        None => crate::vsock_connect::Route::Hybrid(
+            socket.parent().unwrap_or(Path::new(".")).join("vsock"),
+        ),
     }
 }
 

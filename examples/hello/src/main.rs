@@ -1,17 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The hello enclave's application: prints `hello from the enclave` on the console, then
 //! answers on vsock port 5005 — for each line a client sends, one line back:
-//! `hello from the enclave: <line>`.
+//! `hello from the enclave: <line>` — and counts on port 5006: it reads what a client sends
+//! until the client closes its side, then answers the byte count as one decimal line
+//! (`nectl bench vsock` measures throughput with it).
 //!
 //! `hello --exit` prints its line and ends (the enclave powers off); `hello --panic` prints
 //! its line and crashes the enclave's kernel. The tests use both.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::thread;
 
 /// The port the application answers on.
 const PORT: u32 = 5005;
+/// The port that counts what it receives.
+const SINK_PORT: u32 = 5006;
 
 fn main() {
     println!("hello from the enclave");
@@ -24,17 +28,43 @@ fn main() {
         }
         _ => {}
     }
-    let listener = match vsock::VsockListener::bind_with_cid_port(vsock::VMADDR_CID_ANY, PORT) {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("hello: cannot listen on vsock port {PORT}: {e}");
-            std::process::exit(1);
+    let sink = listen(SINK_PORT);
+    thread::spawn(move || {
+        for stream in sink.incoming().flatten() {
+            thread::spawn(move || count(stream));
         }
-    };
-    println!("hello: answering on vsock port {PORT}");
+    });
+    let listener = listen(PORT);
+    println!("hello: answering on vsock port {PORT}, counting on {SINK_PORT}");
     for stream in listener.incoming().flatten() {
         thread::spawn(move || answer(stream));
     }
+}
+
+/// Listens on `port` of every CID, or ends the application.
+fn listen(port: u32) -> vsock::VsockListener {
+    match vsock::VsockListener::bind_with_cid_port(vsock::VMADDR_CID_ANY, port) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("hello: cannot listen on vsock port {port}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Reads one client's bytes until it closes its side, then answers how many there were.
+fn count(mut stream: vsock::VsockStream) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+    let _ = writeln!(stream, "{total}");
 }
 
 /// Answers each line of one client.
