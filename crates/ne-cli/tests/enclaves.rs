@@ -705,6 +705,13 @@ mod tests {
             let server = serve("vm");
             let mut guest = guest(&server, &image);
             let (uid, heartbeat) = start_hello(&server, &mut guest);
+            let control = server.dir.path().join("control.sock");
+            let slots = || {
+                ne_vfio_user::control::call(&control, &ne_vfio_user::control::ControlRequest::Slots)
+                    .unwrap()
+                    .unwrap()
+            };
+            assert_eq!(slots()[0]["Boot"], "booting", "{}", slots());
             let wait = WAIT;
             heartbeat.set_nonblocking(true).unwrap();
             let deadline = Instant::now() + Duration::from_secs(120);
@@ -721,13 +728,8 @@ mod tests {
             let mut byte = [0u8];
             stream.read_exact(&mut byte).unwrap();
             assert_eq!(byte, [0xB7], "the heartbeat");
-            let control = server.dir.path().join("control.sock");
-            let slots = ne_vfio_user::control::call(
-                &control,
-                &ne_vfio_user::control::ControlRequest::Slots,
-            )
-            .unwrap()
-            .unwrap();
+            let slots = slots();
+            assert_eq!(slots[0]["Boot"], "vsock up", "{slots}");
             assert_eq!(slots[0]["Backend"], "vm", "{slots}");
             assert!(slots[0]["Accel"].is_string(), "{slots}");
             let pid: u32 = slots[0]["Pid"].as_str().unwrap().parse().unwrap();

@@ -291,6 +291,16 @@ impl VmBackend {
     }
 }
 
+/// How far a running enclave VM has come: `booting` until the enclave sends its first
+/// vsock packet (its init connects for the heartbeat), then `vsock up`.
+fn boot_state(mux: &ne_vsock::Mux) -> &'static str {
+    if mux.has_spoken() {
+        "vsock up"
+    } else {
+        "booting"
+    }
+}
+
 /// Tears an enclave's vsock down (only its own: a new enclave may have its CID already).
 fn vsock_down(router: &Router, cid: u64, mux: &Arc<ne_vsock::Mux>) {
     router.remove_enclave(cid, mux);
@@ -424,6 +434,7 @@ impl Backend for VmBackend {
                     ("Backend", "vm".to_owned()),
                     ("Pid", running.vm.pid().to_string()),
                     ("Accel", self.config.accel.name().to_owned()),
+                    ("Boot", boot_state(&running.mux).to_owned()),
                 ]
             })
             .unwrap_or_default()

@@ -16,6 +16,7 @@ use std::io::{self, Read, Write};
 use std::io::{BufRead, BufReader};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -141,6 +142,7 @@ pub struct Mux {
     credit: Condvar,
     kick: EventFd,
     ports: Arc<dyn HostPorts>,
+    spoken: AtomicBool,
 }
 
 impl std::fmt::Debug for Mux {
@@ -163,6 +165,7 @@ impl Mux {
             credit: Condvar::new(),
             kick: EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)?,
             ports,
+            spoken: AtomicBool::new(false),
         }))
     }
 
@@ -227,6 +230,12 @@ impl Mux {
         Some(packet)
     }
 
+    /// Whether the enclave has sent a valid packet: its kernel booted and something in it
+    /// used vsock (an enclave's init connects for the heartbeat first).
+    pub fn has_spoken(&self) -> bool {
+        self.spoken.load(Ordering::Relaxed)
+    }
+
     /// A packet the enclave sent.
     pub fn guest_packet(self: &Arc<Self>, header: &Header, data: &[u8]) {
         if header.src_cid != self.cid || header.type_ != TYPE_STREAM {
@@ -234,6 +243,7 @@ impl Mux {
             self.reset_reply(header);
             return;
         }
+        self.spoken.store(true, Ordering::Relaxed);
         let key = ConnKey {
             host_cid: header.dst_cid,
             host_port: header.dst_port,
@@ -804,6 +814,18 @@ mod tests {
         mux.guest_packet(&request, &[]);
         assert_eq!(next(&mux).header.op(), Some(Op::Rst));
         assert_eq!(mux.connections(), 0);
+        assert!(
+            !mux.has_spoken(),
+            "a forged packet is not the enclave speaking"
+        );
+    }
+
+    #[test]
+    fn test_the_enclave_has_spoken_from_its_first_valid_packet() {
+        let mux = Mux::new(GUEST, Arc::new(Ports::default())).unwrap();
+        assert!(!mux.has_spoken());
+        mux.guest_packet(&header(Op::Request, 1234, 7777), &[]);
+        assert!(mux.has_spoken());
     }
 
     #[test]
