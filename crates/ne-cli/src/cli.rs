@@ -132,10 +132,15 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
-    /// Explain an error code (E03, E26, …).
+    /// Explain an error code (E03, E26, …): `explain E26`, or nitro-cli's
+    /// `explain --error-code E26`.
     Explain {
         /// The code.
-        code: String,
+        #[arg(required_unless_present = "error_code", conflicts_with = "error_code")]
+        code: Option<String>,
+        /// The code, as nitro-cli spells the option.
+        #[arg(long, value_name = "CODE")]
+        error_code: Option<String>,
     },
     /// Manage the emulated parent (the background process that holds the enclaves).
     #[command(subcommand)]
@@ -492,7 +497,9 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
         Command::BuildInitramfs { root, output } => {
             eif_cmds::build_initramfs(&root, &output).map(Some)
         }
-        Command::Explain { code } => explain(&code).map(Some),
+        Command::Explain { code, error_code } => {
+            explain(code.or(error_code).as_deref().unwrap_or_default()).map(Some)
+        }
         Command::Parent(command) => parent(&socket, &start, command),
         Command::Serve(args) => {
             let backend = serve_backend(cli.socket.as_deref(), &args, cli.backend, cli.accel)?;

@@ -212,6 +212,14 @@ mod tests {
     }
 
     #[test]
+    fn test_explain_takes_nitro_clis_error_code_option_too() {
+        let sandbox = Sandbox::new();
+        let explained = sandbox.json(&["explain", "--error-code", "E26"]);
+        assert_eq!(explained["Code"], "E26");
+        assert_eq!(explained, sandbox.json(&["explain", "E26"]));
+    }
+
+    #[test]
     fn test_corrupt_image_is_refused_before_the_device_with_the_reason() {
         let sandbox = Sandbox::new();
         let (eif, _) = sandbox.eif("bad");
