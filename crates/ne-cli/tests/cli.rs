@@ -261,6 +261,23 @@ mod tests {
     }
 
     #[test]
+    fn test_memory_that_is_not_whole_hugepages_is_rounded_up_as_nitro_cli_does() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("odd");
+        let ran = sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 65"));
+        assert_eq!(ran["MemoryMiB"], 66, "{ran}");
+        let described = sandbox.json(&["describe-enclaves"]);
+        assert_eq!(described[0]["MemoryMiB"], 66, "{described}");
+        let status = sandbox.json(&["parent", "status"]);
+        assert_eq!(
+            status["HugepagesTotalMiB"].as_u64().unwrap()
+                - status["HugepagesFreeMiB"].as_u64().unwrap(),
+            66,
+            "33 hugepages are the enclave's: {status}"
+        );
+    }
+
+    #[test]
     fn test_enclave_that_crashes_disappears_from_describe() {
         let sandbox = Sandbox::new();
         let (eif, _) = sandbox.eif("crashy");

@@ -38,7 +38,7 @@ pub enum CpuRequest {
 pub struct LaunchRequest {
     /// The EIF's bytes.
     pub eif: Vec<u8>,
-    /// Enclave memory in MiB.
+    /// Enclave memory in MiB; rounded up to whole 2 MiB hugepages, as nitro-cli does.
     pub memory_mib: u64,
     /// Its CPUs.
     pub cpus: CpuRequest,
@@ -98,9 +98,9 @@ pub enum LaunchError {
         /// The least that works.
         needed: u64,
     },
-    /// Memory that is not whole 2 MiB hugepages, or too large to address.
-    #[error("{0} MiB is not a whole number of 2 MiB hugepages that can be mapped")]
-    MemoryNotHugepages(u64),
+    /// Memory too large to address.
+    #[error("{0} MiB is more memory than can be mapped")]
+    MemoryTooLarge(u64),
     /// The memory could not be mapped or written.
     #[error("Cannot prepare the enclave's memory")]
     Memory(#[source] DonorError),
@@ -137,7 +137,7 @@ impl LaunchError {
                 LaunchStep::Request
             }
             LaunchError::Image(_) => LaunchStep::Image,
-            LaunchError::MemoryTooSmall { .. } | LaunchError::MemoryNotHugepages(_) => {
+            LaunchError::MemoryTooSmall { .. } | LaunchError::MemoryTooLarge(_) => {
                 LaunchStep::MemoryRequested
             }
             LaunchError::Memory(_) => LaunchStep::MemoryAvailable,
@@ -175,7 +175,7 @@ pub struct Launched<P: ParentInstance> {
     pub memory: P::Memory,
     /// Its CPUs, in the order they were added.
     pub cpu_ids: Vec<u32>,
-    /// Its memory in MiB.
+    /// Its memory in MiB (what was asked, rounded up to whole hugepages).
     pub memory_mib: u64,
     /// Its CID.
     pub cid: u64,
@@ -224,14 +224,23 @@ impl LaunchRequest {
                 needed,
             });
         }
-        if !self.memory_mib.is_multiple_of(2) || self.memory_bytes().is_none() {
-            return Err(LaunchError::MemoryNotHugepages(self.memory_mib));
+        if self.memory_bytes().is_none() {
+            return Err(LaunchError::MemoryTooLarge(self.memory_mib));
         }
         Ok(measurements)
     }
 
+    /// The memory the enclave gets: what was asked, rounded up to whole 2 MiB hugepages
+    /// (what was asked when that cannot be counted: [`check`](Self::check) refuses it).
+    pub fn hugepage_mib(&self) -> u64 {
+        self.memory_mib
+            .checked_next_multiple_of(HUGEPAGE_BYTES / MIB)
+            .unwrap_or(self.memory_mib)
+    }
+
     fn memory_bytes(&self) -> Option<u64> {
         self.memory_mib
+            .checked_next_multiple_of(HUGEPAGE_BYTES / MIB)?
             .checked_mul(MIB)
             .filter(|bytes| usize::try_from(*bytes).is_ok())
     }
@@ -292,7 +301,7 @@ pub fn launch<P: ParentInstance>(
         enclave,
         memory,
         cpu_ids,
-        memory_mib: request.memory_mib,
+        memory_mib: request.hugepage_mib(),
         cid,
         debug: request.debug,
         measurements,
@@ -309,7 +318,7 @@ fn map_image<M: MemoryDonor>(
 ) -> Result<Vec<u64>, LaunchError> {
     let bytes = request
         .memory_bytes()
-        .ok_or(LaunchError::MemoryNotHugepages(request.memory_mib))?;
+        .ok_or(LaunchError::MemoryTooLarge(request.memory_mib))?;
     let count = bytes / HUGEPAGE_BYTES;
     let mut pages = Vec::new();
     for _ in 0..count {
