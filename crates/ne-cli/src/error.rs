@@ -47,7 +47,7 @@ pub enum Code {
     ConsoleConnection,
     /// E48: the EIF could not be built.
     EifBuilding,
-    /// E58: the enclave name is taken.
+    /// E58: the enclave name cannot be used.
     EnclaveNaming,
 }
 
@@ -124,7 +124,7 @@ impl Code {
             Code::NoSuchEnclave => "No enclave has the ID or name given. `nectl describe-enclaves` lists them.",
             Code::ConsoleConnection => "The enclave's console cannot be reached. Only enclaves started with --debug-mode have one, served by the hypervisor at CID 0, port 10000 + the enclave's CID.",
             Code::EifBuilding => "The EIF could not be built from the kernel, command line and ramdisks given.",
-            Code::EnclaveNaming => "Another enclave already has that name. Choose another --enclave-name.",
+            Code::EnclaveNaming => "The --enclave-name cannot be used: it is empty, longer than 128 characters, or holds control characters (newlines, tabs, terminal escapes). A name another enclave has is not an error: the new one gets a suffix (_1, _2, …), as with nitro-cli.",
         }
     }
 

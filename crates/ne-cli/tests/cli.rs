@@ -202,9 +202,13 @@ mod tests {
             eif,
             "--cpu-count 2 --memory 128 --enclave-name x",
         ));
-        sandbox.fails(
-            &run_args(eif, "--cpu-count 2 --memory 128 --enclave-name x"),
-            "E58",
+        let second = sandbox.json(&run_args(
+            eif,
+            "--cpu-count 2 --memory 128 --enclave-name x",
+        ));
+        assert_eq!(
+            second["EnclaveName"], "x_1",
+            "a taken name gets a suffix, as with nitro-cli"
         );
         sandbox.fails(&["terminate-enclave", "--enclave-name", "nobody"], "E40");
         let explained = sandbox.json(&["explain", "E26"]);
@@ -258,6 +262,37 @@ mod tests {
             .set_len(1 << 31)
             .unwrap();
         sandbox.fails(&run_args(path(&sparse), "--cpu-count 2 --memory 64"), "E35");
+    }
+
+    #[test]
+    fn test_names_no_user_could_mean_are_refused_with_the_reason() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("names");
+        let eif = path(&eif);
+        let run = |name: &str| {
+            let mut args = run_args(eif, "--cpu-count 2 --memory 64");
+            args.extend(["--enclave-name", name]);
+            args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>()
+        };
+        let fails = |name: &str, reason: &str| {
+            let args = run(name);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let stderr = sandbox.fails(&args, "E58");
+            assert!(stderr.contains(reason), "{name:?}: {stderr}");
+            assert!(
+                !stderr.contains('\x1b'),
+                "the terminal escape reached the terminal"
+            );
+        };
+        fails("", "is empty");
+        fails(&"n".repeat(5000), "longer than 128 characters");
+        fails("two\nlines", "control character");
+        fails("red\x1b[31m", "control character");
+        assert_eq!(sandbox.json(&["describe-enclaves"]), serde_json::json!([]));
+        let longest = "é".repeat(128);
+        let args = run(&longest);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(sandbox.json(&args)["EnclaveName"], longest.as_str());
     }
 
     #[test]

@@ -301,34 +301,30 @@ impl<P: ParentInstance> Server<P> {
     }
 
     /// Takes a name for a new enclave under one lock, so two launches never get the same:
-    /// the one asked for (refused if taken), else the EIF's stem made unique.
+    /// the one asked for, else the EIF's stem; made unique as nitro-cli does (`name_1`, …).
     fn reserve_name(&self, name: Option<String>, eif_path: &Path) -> Result<String> {
-        let mut names = self.names();
-        if let Some(name) = name {
-            if names.contains(&name) {
-                return Err(CliError::new(
-                    Code::EnclaveNaming,
-                    format!("an enclave named {name:?} already runs"),
-                )
-                .hint("choose another --enclave-name, or terminate that enclave"));
+        let base = match name {
+            Some(name) => {
+                check_enclave_name(&name)?;
+                name
             }
-            names.insert(name.clone());
-            return Ok(name);
-        }
-        let stem = eif_path.file_stem().map_or_else(
-            || "enclave".to_owned(),
-            |s| s.to_string_lossy().into_owned(),
-        );
+            None => eif_path
+                .file_stem()
+                .map(|stem| sanitized_name(&stem.to_string_lossy()))
+                .filter(|stem| !stem.is_empty())
+                .unwrap_or_else(|| "enclave".to_owned()),
+        };
+        let mut names = self.names();
         let chosen = (0..)
             .map(|n| {
                 if n == 0 {
-                    stem.clone()
+                    base.clone()
                 } else {
-                    format!("{stem}_{n}")
+                    format!("{base}_{n}")
                 }
             })
             .find(|candidate| !names.contains(candidate))
-            .unwrap_or(stem);
+            .unwrap_or(base);
         names.insert(chosen.clone());
         Ok(chosen)
     }
@@ -594,4 +590,33 @@ fn describe_entry<P: ParentInstance>(entry: &Entry<P>) -> EnclaveJson {
         flags: Some(if launched.debug { "DEBUG_MODE" } else { "NONE" }.to_owned()),
         measurements: Some(MeasurementsJson::from(&launched.measurements)),
     }
+}
+
+/// The longest enclave name, in characters.
+pub const MAX_NAME_CHARS: usize = 128;
+
+/// Refuses a name no user could mean: empty, too long, or holding control characters
+/// (newlines, terminal escapes), which would garble describe-enclaves and the log.
+fn check_enclave_name(name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        "is empty".to_owned()
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        format!("is longer than {MAX_NAME_CHARS} characters")
+    } else if name.chars().any(char::is_control) {
+        format!("{name:?} holds a control character (a newline, tab or terminal escape)")
+    } else {
+        return Ok(());
+    };
+    Err(
+        CliError::new(Code::EnclaveNaming, format!("the --enclave-name {why}"))
+            .hint(format!("use 1 to {MAX_NAME_CHARS} printable characters")),
+    )
+}
+
+/// A name made from a file name: control characters become `_`, cut to the longest name.
+fn sanitized_name(stem: &str) -> String {
+    stem.chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .take(MAX_NAME_CHARS)
+        .collect()
 }
