@@ -296,6 +296,65 @@ mod tests {
     }
 
     #[test]
+    fn test_refused_cids_and_cpus_name_the_cause() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("causes");
+        let eif = path(&eif);
+        sandbox.json(&run_args(
+            eif,
+            "--cpu-ids 1,5 --memory 64 --enclave-cid 20 --enclave-name first",
+        ));
+        let id = sandbox.json(&["describe-enclaves"])[0]["EnclaveID"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let cases = [
+            (
+                "--cpu-count 2 --memory 64 --enclave-cid 20",
+                format!("CID 20 is in use by enclave {id} (\"first\")"),
+            ),
+            (
+                "--cpu-ids 5,1 --memory 64",
+                format!("CPU 5 is in the NE CPU pool, but enclave {id} (\"first\") holds it"),
+            ),
+            (
+                "--cpu-ids 5,1 --memory 64",
+                "free CPUs of the pool: 2-3,6-7".to_owned(),
+            ),
+            (
+                "--cpu-count 100 --memory 64",
+                "100 CPUs asked; the NE CPU pool has 6 (1-3,5-7), 4 of them free".to_owned(),
+            ),
+            (
+                "--cpu-count 1 --memory 64",
+                "whole CPU cores of 2 threads; --cpu-count 1".to_owned(),
+            ),
+            (
+                "--cpu-ids 2 --memory 64",
+                "leaves out the sibling thread(s) 6".to_owned(),
+            ),
+            (
+                "--cpu-ids 8,12 --memory 64",
+                "CPU 8 does not exist: this parent has CPUs 0-7".to_owned(),
+            ),
+            (
+                "--cpu-count 2 --memory 64 --enclave-cid 99999999999",
+                "--enclave-cid 99999999999 is out of range".to_owned(),
+            ),
+        ];
+        for (options, expected) in cases {
+            let output = sandbox.nectl(&run_args(eif, options));
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success(), "{options}");
+            assert!(stderr.contains(&expected), "{options}: {stderr}");
+        }
+        let status = sandbox.json(&["parent", "status"]);
+        assert_eq!(status["CPUsFree"], "2-3,6-7", "{status}");
+        assert_eq!(status["CPUsInUse"][0]["CPUs"], "1,5", "{status}");
+        assert_eq!(status["Cores"][1], "1,5", "{status}");
+    }
+
+    #[test]
     fn test_memory_that_is_not_whole_hugepages_is_rounded_up_as_nitro_cli_does() {
         let sandbox = Sandbox::new();
         let (eif, _) = sandbox.eif("odd");

@@ -19,6 +19,9 @@ pub struct ParentStatus {
     pub cpus: Option<u32>,
     /// The NE CPU pool (`ne_cpus`), as CPU ids.
     pub cpu_pool: Vec<u32>,
+    /// The parent's cores, each as the CPU ids of its threads (empty when not known):
+    /// enclaves take whole cores.
+    pub cores: Vec<Vec<u32>>,
     /// The parent's RAM in MiB, when known.
     pub memory_mib: Option<u64>,
     /// Hugepages reserved, in MiB, when known.

@@ -66,6 +66,7 @@ impl ParentInstance for KernelParent {
             cpu_pool: parse_cpu_list(&pool)
                 .map(|cpus| cpus.into_iter().collect())
                 .unwrap_or_default(),
+            cores: kernel_cores(possible_cpus().unwrap_or(0)),
             memory_mib: None,
             hugepages_total_mib: hugepages("nr_hugepages"),
             hugepages_free_mib: hugepages("free_hugepages"),
@@ -106,4 +107,23 @@ impl ParentInstance for KernelParent {
             "the kernel's driver cannot make an enclave end; only the hypervisor decides",
         ))
     }
+}
+
+/// The machine's cores, from each CPU's `topology/thread_siblings_list`.
+fn kernel_cores(cpus: u32) -> Vec<Vec<u32>> {
+    let mut cores: Vec<Vec<u32>> = Vec::new();
+    for cpu in 0..cpus {
+        let path = format!("/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list");
+        let Some(siblings) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|list| parse_cpu_list(&list).ok())
+        else {
+            continue;
+        };
+        let siblings: Vec<u32> = siblings.into_iter().collect();
+        if !cores.contains(&siblings) {
+            cores.push(siblings);
+        }
+    }
+    cores
 }

@@ -331,6 +331,7 @@ impl ParentInstance for Parent {
                 .cpu_pool()
                 .map(|pool| pool.cpus().into_iter().collect())
                 .unwrap_or_default(),
+            cores: cores_of(self.driver.topology()),
             memory_mib: Some(self.config.ram_mib),
             hugepages_total_mib: Some(self.total_hugepages() * hugepage_mib),
             hugepages_free_mib: Some(self.free_hugepages(0) * hugepage_mib),
@@ -360,4 +361,16 @@ impl ParentInstance for Parent {
     fn enclave_details(&self, slot_uid: u64) -> Vec<(&'static str, String)> {
         self.device().hypervisor().backend().describe(slot_uid)
     }
+}
+
+/// The cores of `topology`, each as its CPU ids, in order of their first CPU.
+fn cores_of(topology: &ne_driver::Topology) -> Vec<Vec<u32>> {
+    let mut cores: Vec<Vec<u32>> = Vec::new();
+    for cpu in topology.cpus() {
+        let siblings: Vec<u32> = topology.siblings(cpu).into_iter().collect();
+        if !cores.contains(&siblings) {
+            cores.push(siblings);
+        }
+    }
+    cores
 }

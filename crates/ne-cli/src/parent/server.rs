@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use ne_abi::errno::{ENOEXEC, ENOSPC};
+use ne_abi::errno::{EADDRINUSE, ENOEXEC, ENOSPC};
 use ne_abi::NeError;
 use ne_driver::EnclaveFd;
 use ne_hypervisor::ConsoleReader;
@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use crate::error::{CliError, Code, Result};
 use crate::files::{read_eif, MAX_EIF_BYTES};
 use crate::json::{EnclaveJson, MeasurementsJson, TerminatedJson};
+use crate::parent::causes::{cpu_list, Holder, Situation};
 use crate::parent::protocol::{self, Cpus, Request, Response, Target};
 
 /// The instance ID nitro-cli falls back to when the parent has no asset tag.
@@ -284,7 +285,7 @@ impl<P: ParentInstance> Server<P> {
             Ok(launched) => launched,
             Err(error) => {
                 self.names().remove(&name);
-                return Err(self.launch_error(&error));
+                return Err(self.launch_error(&error, &request));
             }
         };
         let entry = Entry {
@@ -441,15 +442,23 @@ impl<P: ParentInstance> Server<P> {
     }
 
     fn status(&self) -> Value {
+        let situation = self.situation();
+        let cpus_free = cpu_list(&situation.free_cpus());
+        let cpus_in_use: Vec<Value> = situation
+            .holders
+            .iter()
+            .map(|h| json!({ "EnclaveID": h.id, "EnclaveName": h.name, "CPUs": cpu_list(&h.cpus) }))
+            .collect();
         let ParentStatus {
             backend,
             cpus,
             cpu_pool,
+            cores,
             memory_mib,
             hugepages_total_mib,
             hugepages_free_mib,
             max_enclaves,
-        } = self.parent.status();
+        } = situation.status;
         let enclaves: Vec<Value> = self
             .entries()
             .iter()
@@ -473,6 +482,9 @@ impl<P: ParentInstance> Server<P> {
             "Backend": backend,
             "CPUs": cpus,
             "CpuPool": cpu_pool,
+            "Cores": cores.iter().map(|core| cpu_list(core)).collect::<Vec<_>>(),
+            "CPUsFree": cpus_free,
+            "CPUsInUse": cpus_in_use,
             "MemoryMiB": memory_mib,
             "HugepagesTotalMiB": hugepages_total_mib,
             "HugepagesFreeMiB": hugepages_free_mib,
@@ -481,8 +493,51 @@ impl<P: ParentInstance> Server<P> {
         })
     }
 
-    /// Turns a launch failure into the code nitro-cli would give, with a hint.
-    fn launch_error(&self, error: &LaunchError) -> CliError {
+    /// The parent and its enclaves' CIDs and CPUs, for an error that names the cause.
+    fn situation(&self) -> Situation {
+        let holders = self
+            .entries()
+            .iter()
+            .map(|entry| Holder {
+                id: entry.id.clone(),
+                name: entry.name.clone(),
+                cid: entry.launched.cid,
+                cpus: entry.launched.cpu_ids.clone(),
+            })
+            .collect();
+        Situation {
+            status: self.parent.status(),
+            holders,
+        }
+    }
+
+    /// Turns a launch failure into the code nitro-cli would give, naming the cause where
+    /// the parent knows it, with a hint.
+    fn launch_error(&self, error: &LaunchError, request: &LaunchRequest) -> CliError {
+        let driver = error.driver_error();
+        let ne = driver.and_then(ne_driver::Error::ne_error);
+        let errno = driver.map(ne_driver::Error::errno);
+        let situation = || self.situation();
+        match (error.step(), ne, errno, &request.cpus) {
+            (LaunchStep::Start, _, Some(EADDRINUSE), _) => situation().cid_in_use(request.cid),
+            (LaunchStep::Start, Some(NeError::FullCoresNotUsed), _, cpus) => {
+                situation().part_of_a_core(cpus)
+            }
+            (
+                LaunchStep::CreateVm | LaunchStep::AddVcpu,
+                Some(NeError::NoCpusAvailInPool),
+                _,
+                CpuRequest::Count(count),
+            ) => situation().too_few_cpus(*count),
+            (LaunchStep::AddVcpu, _, _, CpuRequest::Ids(ids)) => situation()
+                .named_cpus_refused(ids)
+                .unwrap_or_else(|| self.plain_launch_error(error)),
+            _ => self.plain_launch_error(error),
+        }
+    }
+
+    /// A launch failure's code and hint from the step and the driver's error alone.
+    fn plain_launch_error(&self, error: &LaunchError) -> CliError {
         let message = chain(error);
         let driver = error.driver_error();
         let ne = driver.and_then(ne_driver::Error::ne_error);
