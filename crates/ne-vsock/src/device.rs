@@ -7,7 +7,8 @@
 //! `guest_cid` once, before the guest runs), `VIRTIO_F_VERSION_1`, and two queues (RX 0,
 //! TX 1; QEMU keeps the event queue). `EVENT_IDX` is not offered.
 
-use std::io;
+use std::io::{self, Read};
+use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -18,9 +19,9 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_queue::QueueT;
+use virtio_queue::{DescriptorChain, QueueT};
 use virtio_vsock::packet::VsockPacket;
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{GuestAddressSpace, GuestMemory, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -88,26 +89,17 @@ impl VsockDevice {
                 .get_mut()
                 .get_queue_mut()
                 .pop_descriptor_chain(memory.memory());
-            let Some(mut chain) = chain else { break };
+            let Some(chain) = chain else { break };
             let head = chain.head_index();
             let guard = memory.memory();
-            match VsockPacket::from_tx_virtq_chain(&*guard, &mut chain, MAX_PKT_DATA) {
-                Ok(packet) => {
-                    let mut raw = [0u8; HEADER_BYTES];
-                    packet.header_slice().copy_to(&mut raw[..]);
-                    let header = Header::decode(&raw);
-                    let data = match packet.data_slice() {
-                        Some(slice) => {
-                            let len = slice.len().min(header.len as usize);
-                            let mut data = vec![0u8; len];
-                            slice.copy_to(&mut data[..]);
-                            data
-                        }
-                        None => Vec::new(),
-                    };
-                    self.inner.mux.guest_packet(&header, &data);
+            match read_tx_packet(&*guard, chain) {
+                Ok((header, data)) => self.inner.mux.guest_packet(&header, &data),
+                Err(TxError { header, why }) => {
+                    tracing::debug!(cid = self.inner.mux.cid(), "malformed TX packet: {why}");
+                    if let Some(header) = header {
+                        self.inner.mux.refuse_packet(&header);
+                    }
                 }
-                Err(e) => tracing::debug!(cid = self.inner.mux.cid(), "malformed TX chain: {e}"),
             }
             vring
                 .add_used(head, 0)
@@ -241,6 +233,47 @@ impl VhostUserBackend for VsockDevice {
     }
 }
 
+/// A TX chain that is not a packet: why, and its header when that much was readable.
+#[derive(Debug)]
+struct TxError {
+    header: Option<Header>,
+    why: String,
+}
+
+/// Reads one packet the enclave sent: the header, then `len` bytes of data from wherever
+/// the chain holds them — after the header in the same descriptor, in one descriptor after
+/// it, or spread over several (Linux sends large packets as page-sized fragments).
+fn read_tx_packet<T>(
+    mem: &T::Target,
+    chain: DescriptorChain<T>,
+) -> Result<(Header, Vec<u8>), TxError>
+where
+    T: Deref,
+    T::Target: GuestMemory + Sized,
+{
+    let failed = |header: Option<Header>, why: String| TxError { header, why };
+    let mut reader = chain
+        .reader(mem)
+        .map_err(|e| failed(None, format!("unreadable chain: {e}")))?;
+    let mut raw = [0u8; HEADER_BYTES];
+    reader
+        .read_exact(&mut raw)
+        .map_err(|e| failed(None, format!("no header: {e}")))?;
+    let header = Header::decode(&raw);
+    if header.len > MAX_PKT_DATA {
+        let why = format!("{} bytes of data, beyond {MAX_PKT_DATA}", header.len);
+        return Err(failed(Some(header), why));
+    }
+    let mut data = vec![0u8; header.len as usize];
+    reader.read_exact(&mut data).map_err(|e| {
+        failed(
+            Some(header),
+            format!("{} bytes of data announced: {e}", header.len),
+        )
+    })?;
+    Ok((header, data))
+}
+
 /// A served device: its socket, and the thread serving it.
 #[derive(Debug)]
 pub struct Served {
@@ -341,4 +374,104 @@ pub fn serve(socket: &Path, mux: Arc<Mux>) -> io::Result<Served> {
         socket: socket.to_owned(),
         thread: Some(thread),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::packet::{Op, TYPE_STREAM};
+
+    const BUFFERS: u64 = 0x10_0000;
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap()
+    }
+
+    fn header(len: u32) -> Header {
+        Header {
+            src_cid: 16,
+            dst_cid: 3,
+            src_port: 1234,
+            dst_port: 5006,
+            len,
+            type_: TYPE_STREAM,
+            op: Op::Rw.value(),
+            buf_alloc: 256 * 1024,
+            ..Header::default()
+        }
+    }
+
+    /// A TX chain of device-readable descriptors of these lengths, laid out one after
+    /// another from `BUFFERS`, holding `bytes`; returns the packet it reads as.
+    fn read(
+        mem: &GuestMemoryMmap,
+        lengths: &[u32],
+        bytes: &[u8],
+    ) -> Result<(Header, Vec<u8>), TxError> {
+        mem.write_slice(bytes, GuestAddress(BUFFERS)).unwrap();
+        let mut at = BUFFERS;
+        let descs: Vec<RawDescriptor> = lengths
+            .iter()
+            .map(|&len| {
+                let desc = RawDescriptor::from(SplitDescriptor::new(at, len, 0, 0));
+                at += u64::from(len);
+                desc
+            })
+            .collect();
+        let queue = MockSplitQueue::new(mem, 64);
+        let chain = queue.build_desc_chain(&descs).unwrap();
+        read_tx_packet(mem, chain)
+    }
+
+    fn packet(len: u32) -> Vec<u8> {
+        let mut bytes = header(len).encode().to_vec();
+        bytes.extend((0..len).map(|i| (i % 251) as u8));
+        bytes
+    }
+
+    #[test]
+    fn test_header_and_data_in_one_descriptor_read_as_one_packet() {
+        let mem = memory();
+        let (header, data) = read(&mem, &[44 + 100], &packet(100)).unwrap();
+        assert_eq!(header.len, 100);
+        assert_eq!(data, packet(100)[44..]);
+    }
+
+    #[test]
+    fn test_data_spread_over_page_sized_fragments_reads_whole() {
+        // As Linux sends a 64 KiB write: the header, then sixteen 4 KiB fragments.
+        let mem = memory();
+        let mut lengths = vec![44];
+        lengths.extend([4096; 16]);
+        let (header, data) = read(&mem, &lengths, &packet(65_536)).unwrap();
+        assert_eq!(header.len, 65_536);
+        assert_eq!(data, packet(65_536)[44..]);
+    }
+
+    #[test]
+    fn test_data_beyond_the_largest_packet_is_refused_with_its_header() {
+        let mem = memory();
+        let error = read(&mem, &[44, 70_000], &packet(70_000)).unwrap_err();
+        assert_eq!(error.header.map(|h| h.len), Some(70_000));
+    }
+
+    #[test]
+    fn test_a_chain_shorter_than_its_header_says_is_refused() {
+        let mem = memory();
+        let mut bytes = packet(100);
+        bytes.truncate(44 + 60);
+        let error = read(&mem, &[44, 60], &bytes).unwrap_err();
+        assert!(error.header.is_some());
+        assert!(
+            error.why.contains("100 bytes of data announced"),
+            "{}",
+            error.why
+        );
+        let error = read(&mem, &[20], &bytes).unwrap_err();
+        assert!(error.header.is_none(), "no header in 20 bytes");
+    }
 }

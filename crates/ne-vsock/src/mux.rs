@@ -236,6 +236,23 @@ impl Mux {
         self.spoken.load(Ordering::Relaxed)
     }
 
+    /// A packet the enclave sent that could not be read whole: its connection, if it has
+    /// one, is reset (the enclave hears RST rather than waiting for credit that lost data
+    /// would never return).
+    pub fn refuse_packet(&self, header: &Header) {
+        let key = ConnKey {
+            host_cid: header.dst_cid,
+            host_port: header.dst_port,
+            guest_port: header.src_port,
+        };
+        let known = header.src_cid == self.cid && self.lock().conns.contains_key(&key);
+        if known {
+            self.reset(key);
+        } else {
+            self.reset_reply(header);
+        }
+    }
+
     /// A packet the enclave sent.
     pub fn guest_packet(self: &Arc<Self>, header: &Header, data: &[u8]) {
         if header.src_cid != self.cid || header.type_ != TYPE_STREAM {

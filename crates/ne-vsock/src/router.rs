@@ -280,7 +280,10 @@ impl Router {
             inner.enclaves.remove(&cid);
             inner.consoles.remove(&cid);
             if let Some(dir) = &self.uds_dir {
-                let _ = std::fs::remove_file(dir.join(format!("enclave-{cid}.sock")));
+                let path = dir.join(format!("enclave-{cid}.sock"));
+                // Wakes its listener, which finds the enclave closed and ends.
+                let _ = UnixStream::connect(&path);
+                let _ = std::fs::remove_file(path);
             }
         }
     }
