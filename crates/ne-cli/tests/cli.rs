@@ -355,6 +355,53 @@ mod tests {
     }
 
     #[test]
+    fn test_a_parent_that_cannot_start_says_why_at_once() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("start");
+        let eif = path(&eif);
+        let long = sandbox.path(&format!("{}/p.sock", "x".repeat(120)));
+        let cases = [
+            (vec!["--socket", path(&long)], "shorter than 108 bytes"),
+            (
+                vec!["--socket", "/proc/no-such-dir/p.sock"],
+                "cannot make the directory /proc/no-such-dir",
+            ),
+            (
+                vec!["--device", "/dev/no-such-nitro-device"],
+                "cannot open /dev/no-such-nitro-device",
+            ),
+        ];
+        for (options, expected) in cases {
+            let mut args = options.clone();
+            args.extend(run_args(eif, "--cpu-count 2 --memory 64"));
+            let started = std::time::Instant::now();
+            let stderr = sandbox.fails(&args, "E39");
+            assert!(stderr.contains(expected), "{options:?}: {stderr}");
+            assert!(
+                started.elapsed() < Duration::from_secs(4),
+                "{options:?}: the cause took {:?} to show",
+                started.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn test_an_unknown_enclave_is_named_as_the_user_wrote_it() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("known");
+        sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 64"));
+        let stderr = sandbox.fails(&["terminate-enclave", "--enclave-id", "bogus"], "E40");
+        assert!(
+            stderr.contains("no enclave has the ID \"bogus\""),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("Id("),
+            "Rust's debug text reached the user: {stderr}"
+        );
+    }
+
+    #[test]
     fn test_memory_that_is_not_whole_hugepages_is_rounded_up_as_nitro_cli_does() {
         let sandbox = Sandbox::new();
         let (eif, _) = sandbox.eif("odd");

@@ -61,7 +61,16 @@ fn unreachable(socket: &Path, why: &str) -> CliError {
 /// until it listens.
 fn spawn_parent(socket: &Path, start: ParentStart) -> Result<()> {
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| unreachable(socket, &e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            CliError::new(
+                Code::ParentConnection,
+                format!(
+                    "cannot make the directory {} for the parent's socket: {e}",
+                    dir.display()
+                ),
+            )
+            .hint("choose another --socket (or NECTL_SOCKET) in a directory you can write")
+        })?;
     }
     let log = OpenOptions::new()
         .create(true)

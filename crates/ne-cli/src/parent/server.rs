@@ -33,6 +33,8 @@ pub const INSTANCE_ID_ENV: &str = "NECTL_INSTANCE_ID";
 /// How long `End` waits for the driver to see the enclave's event.
 const EVENT_WAIT: Duration = Duration::from_secs(5);
 const MIB: u64 = 1 << 20;
+/// `sizeof(sun_path)`: a Unix socket's path, with its terminating NUL, fits in this.
+const MAX_SOCKET_PATH: usize = 108;
 
 /// What the parent process runs enclaves on.
 #[derive(Clone, Debug)]
@@ -167,10 +169,17 @@ fn run<P: ParentInstance + 'static>(
 /// lock is a dead parent's and is replaced.
 fn bind(socket: &Path) -> Result<(UnixListener, std::fs::File)> {
     let unreachable = |e: std::io::Error| {
-        CliError::new(
+        let error = CliError::new(
             Code::ParentConnection,
             format!("cannot listen on {}: {e}", socket.display()),
-        )
+        );
+        if socket.as_os_str().len() >= MAX_SOCKET_PATH {
+            error.hint(format!(
+                "a Unix socket's path must be shorter than {MAX_SOCKET_PATH} bytes; choose a shorter --socket (or NECTL_SOCKET)"
+            ))
+        } else {
+            error
+        }
     };
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(unreachable)?;
