@@ -295,17 +295,29 @@ struct ServeArgs {
 #[derive(Debug, Args)]
 struct RunArgs {
     /// The EIF to run.
-    #[arg(long)]
-    eif_path: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    eif_path: Option<PathBuf>,
     /// How many vCPUs (whole cores are taken from the pool).
-    #[arg(long, conflicts_with = "cpu_ids", required_unless_present = "cpu_ids")]
+    #[arg(
+        long,
+        conflicts_with = "cpu_ids",
+        required_unless_present_any = ["cpu_ids", "config"]
+    )]
     cpu_count: Option<u32>,
     /// Which vCPUs, e.g. `1,5` or `1 5`.
     #[arg(long, num_args = 1.., value_delimiter = ',')]
     cpu_ids: Option<Vec<u32>>,
-    /// Memory in MiB.
-    #[arg(long)]
-    memory: u64,
+    /// Memory in MiB (rounded up to whole 2 MiB hugepages).
+    #[arg(long, required_unless_present = "config")]
+    memory: Option<u64>,
+    /// Read these options from nitro-cli's JSON configuration file instead (eif_path,
+    /// memory_mib, cpu_count or cpu_ids, enclave_cid, debug_mode, enclave_name).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["eif_path", "cpu_count", "cpu_ids", "memory", "enclave_cid", "debug_mode", "enclave_name"]
+    )]
+    config: Option<PathBuf>,
     /// The enclave's CID (default: the device picks one).
     #[arg(long)]
     enclave_cid: Option<u64>,
@@ -315,9 +327,30 @@ struct RunArgs {
     /// A name for the enclave (default: the EIF's file name without extension).
     #[arg(long)]
     enclave_name: Option<String>,
-    /// Once it runs, print its console until it ends (needs --debug-mode).
-    #[arg(long, requires = "debug_mode")]
+    /// Once it runs, print its console until it ends (needs debug mode).
+    #[arg(long)]
     attach_console: bool,
+}
+
+impl RunArgs {
+    /// The options from the command line, or from the configuration file it names.
+    fn resolved(self) -> Result<RunArgs> {
+        let Some(path) = &self.config else {
+            return Ok(self);
+        };
+        let config = crate::run_config::load(path)?;
+        Ok(RunArgs {
+            eif_path: Some(config.eif_path),
+            cpu_count: config.cpu_count,
+            cpu_ids: config.cpu_ids,
+            memory: Some(config.memory_mib),
+            config: None,
+            enclave_cid: config.enclave_cid,
+            debug_mode: config.debug_mode.unwrap_or(false),
+            enclave_name: config.enclave_name,
+            attach_console: self.attach_console,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -447,7 +480,15 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
     };
     match cli.command {
         Command::RunEnclave(args) => {
+            let args = args.resolved()?;
             let attach = args.attach_console;
+            if attach && !args.debug_mode {
+                return Err(CliError::new(
+                    Code::InvalidArgument,
+                    "--attach-console needs debug mode: a production enclave has no console",
+                )
+                .hint("add --debug-mode (or \"debug_mode\": true in the --config file)"));
+            }
             let ran = run_enclave(&socket, &start, args)?;
             if !attach {
                 return Ok(Some(ran));
@@ -790,16 +831,17 @@ fn run_enclave(socket: &Path, start: &ParentStart, args: RunArgs) -> Result<Valu
             ),
         );
     }
-    let eif_path = std::fs::canonicalize(&args.eif_path).map_err(|e| {
+    let given = args.eif_path.unwrap_or_default();
+    let eif_path = std::fs::canonicalize(&given).map_err(|e| {
         CliError::new(
             Code::FileOperation,
-            format!("cannot open {}: {e}", args.eif_path.display()),
+            format!("cannot open {}: {e}", given.display()),
         )
         .hint("check the --eif-path")
     })?;
     let request = Request::Run {
         eif_path,
-        memory_mib: args.memory,
+        memory_mib: args.memory.unwrap_or_default(),
         cpus,
         cid,
         debug: args.debug_mode,

@@ -21,5 +21,6 @@ pub mod files;
 pub mod json;
 pub mod parent;
 pub mod paths;
+pub mod run_config;
 pub mod signals;
 pub mod vsock_connect;

@@ -402,6 +402,39 @@ mod tests {
     }
 
     #[test]
+    fn test_run_enclave_reads_nitro_clis_json_configuration() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("configured");
+        let config = sandbox.path("run.json");
+        let json = serde_json::json!({
+            "eif_path": eif,
+            "memory_mib": 128,
+            "cpu_ids": [2, 6],
+            "enclave_cid": 30,
+            "debug_mode": true,
+            "enclave_name": "from-config",
+        });
+        std::fs::write(&config, json.to_string()).unwrap();
+        let ran = sandbox.json(&["run-enclave", "--config", path(&config)]);
+        assert_eq!(ran["EnclaveName"], "from-config");
+        assert_eq!(ran["EnclaveCID"], 30);
+        assert_eq!(ran["CPUIDs"], serde_json::json!([2, 6]));
+        assert_eq!(ran["MemoryMiB"], 128);
+        let described = sandbox.json(&["describe-enclaves"]);
+        assert_eq!(described[0]["Flags"], "DEBUG_MODE", "{described}");
+
+        std::fs::write(
+            &config,
+            r#"{"eif_path": "x", "memory_mb": 64, "cpu_count": 2}"#,
+        )
+        .unwrap();
+        let stderr = sandbox.fails(&["run-enclave", "--config", path(&config)], "E03");
+        assert!(stderr.contains("unknown field `memory_mb`"), "{stderr}");
+        let output = sandbox.nectl(&["run-enclave", "--config", path(&config), "--memory", "64"]);
+        assert!(!output.status.success(), "--config and --memory together");
+    }
+
+    #[test]
     fn test_memory_that_is_not_whole_hugepages_is_rounded_up_as_nitro_cli_does() {
         let sandbox = Sandbox::new();
         let (eif, _) = sandbox.eif("odd");
