@@ -99,7 +99,11 @@ enum Command {
     /// Launch an enclave from an EIF (starts the emulated parent if none runs).
     RunEnclave(RunArgs),
     /// List the running enclaves as a JSON array.
-    DescribeEnclaves,
+    DescribeEnclaves {
+        /// Add each image's name, version and build metadata (nitro-cli's --metadata).
+        #[arg(long)]
+        metadata: bool,
+    },
     /// Terminate enclaves.
     TerminateEnclave(TerminateArgs),
     /// Print the console of a debug-mode enclave until it ends (or the timeout passes).
@@ -511,7 +515,7 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
             args.disconnect_timeout.map(Duration::from_secs),
         )
         .map(|()| None),
-        Command::DescribeEnclaves => describe_enclaves(&socket).map(Some),
+        Command::DescribeEnclaves { metadata } => describe_enclaves(&socket, metadata).map(Some),
         Command::TerminateEnclave(args) => {
             let target = match (args.enclave_id, args.enclave_name) {
                 (Some(id), _) => Target::Id(id),
@@ -855,12 +859,12 @@ fn parent_runs(socket: &Path) -> bool {
     std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
 
-fn describe_enclaves(socket: &Path) -> Result<Value> {
+fn describe_enclaves(socket: &Path, metadata: bool) -> Result<Value> {
     // No parent running means no enclaves, as nitro-cli prints [] with none.
     if !parent_runs(socket) {
         return Ok(json!([]));
     }
-    call(socket, &Request::Describe, None)
+    call(socket, &Request::Describe { metadata }, None)
 }
 
 fn explain(code: &str) -> Result<Value> {

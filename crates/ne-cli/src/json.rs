@@ -66,6 +66,44 @@ pub struct EnclaveJson {
     /// The image's PCRs.
     #[serde(rename = "Measurements", skip_serializing_if = "Option::is_none")]
     pub measurements: Option<MeasurementsJson>,
+    /// The image's name, from its metadata (`describe-enclaves --metadata`).
+    #[serde(rename = "ImageName", skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
+    /// The image's version, from its metadata.
+    #[serde(rename = "ImageVersion", skip_serializing_if = "Option::is_none")]
+    pub image_version: Option<String>,
+    /// How the image was built, as nitro-cli prints it: `BuildTime`, `BuildTool`,
+    /// `BuildToolVersion`, `OperatingSystem`, `KernelVersion`, `DockerInfo`, and the
+    /// builder's own keys.
+    #[serde(rename = "Metadata", skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl EnclaveJson {
+    /// Adds what the image's metadata section says (nothing when it has none).
+    pub fn add_metadata(&mut self, metadata: Option<&ne_eif::Metadata>) {
+        let Some(metadata) = metadata else { return };
+        self.image_name = Some(metadata.image_name.clone());
+        self.image_version = Some(metadata.image_version.clone());
+        let build = &metadata.build_info;
+        let mut fields = serde_json::Map::new();
+        for (key, value) in [
+            ("BuildTime", &build.build_time),
+            ("BuildTool", &build.build_tool),
+            ("BuildToolVersion", &build.build_tool_version),
+            ("OperatingSystem", &build.operating_system),
+            ("KernelVersion", &build.kernel_version),
+        ] {
+            fields.insert(key.to_owned(), serde_json::Value::String(value.clone()));
+        }
+        fields.insert("DockerInfo".to_owned(), metadata.docker_info.clone());
+        if let serde_json::Value::Object(custom) = &metadata.custom_info {
+            for (key, value) in custom {
+                fields.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        self.metadata = Some(serde_json::Value::Object(fields));
+    }
 }
 
 /// What `terminate-enclave` prints per enclave.

@@ -435,6 +435,28 @@ mod tests {
     }
 
     #[test]
+    fn test_describe_enclaves_metadata_shows_how_each_image_was_built() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("described");
+        sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 64"));
+        let plain = sandbox.json(&["describe-enclaves"]);
+        assert!(plain[0].get("Metadata").is_none(), "{plain}");
+        let described = sandbox.json(&["describe-enclaves", "--metadata"]);
+        let enclave = &described[0];
+        assert_eq!(enclave["ImageName"], "described", "{enclave}");
+        assert_eq!(enclave["Metadata"]["BuildTool"], "ne", "{enclave}");
+        for key in [
+            "BuildTime",
+            "BuildToolVersion",
+            "OperatingSystem",
+            "KernelVersion",
+            "DockerInfo",
+        ] {
+            assert!(enclave["Metadata"].get(key).is_some(), "{key}: {enclave}");
+        }
+    }
+
+    #[test]
     fn test_memory_that_is_not_whole_hugepages_is_rounded_up_as_nitro_cli_does() {
         let sandbox = Sandbox::new();
         let (eif, _) = sandbox.eif("odd");

@@ -63,8 +63,12 @@ pub enum Request {
         /// The enclave's name; `None`: the EIF's file stem.
         name: Option<String>,
     },
-    /// Describe every enclave.
-    Describe,
+    /// Describe every enclave; with `metadata`, each image's metadata too.
+    Describe {
+        /// Add `ImageName`, `ImageVersion` and `Metadata`, as nitro-cli's `--metadata`.
+        #[serde(default)]
+        metadata: bool,
+    },
     /// Terminate enclaves.
     Terminate(Target),
     /// Make an enclave crash or exit on its own (as the hypervisor would report it).

@@ -50,6 +50,8 @@ struct Entry<P: ParentInstance> {
     name: String,
     id: String,
     launched: Launched<P>,
+    /// The image's metadata section, if it has one.
+    metadata: Option<ne_eif::Metadata>,
 }
 
 /// The server's state.
@@ -225,7 +227,7 @@ impl<P: ParentInstance> Server<P> {
                 debug,
                 name,
             } => self.run(&eif_path, memory_mib, cpus, cid, debug, name),
-            Request::Describe => Ok(json!(self.describe())),
+            Request::Describe { metadata } => Ok(json!(self.describe(metadata))),
             Request::Terminate(target) => self.terminate(&target),
             Request::End { enclave, crash } => self.end(&enclave, crash),
             Request::Status => Ok(self.status()),
@@ -290,6 +292,10 @@ impl<P: ParentInstance> Server<P> {
             cid,
             debug,
         };
+        // The launch checked the image; its metadata is kept for describe-enclaves.
+        let metadata = ne_eif::Eif::parse(&request.eif)
+            .ok()
+            .and_then(|eif| eif.metadata().ok().flatten());
         let launched = match launch(&self.parent, &request) {
             Ok(launched) => launched,
             Err(error) => {
@@ -301,6 +307,7 @@ impl<P: ParentInstance> Server<P> {
             id: format!("{}-enc{:x}", self.instance_id, launched.enclave.slot_uid()),
             name,
             launched,
+            metadata,
         };
         tracing::info!(enclave = %entry.id, name = %entry.name, cid = entry.launched.cid, "enclave running");
         let mut out = describe_entry(&entry);
@@ -339,8 +346,17 @@ impl<P: ParentInstance> Server<P> {
         Ok(chosen)
     }
 
-    fn describe(&self) -> Vec<EnclaveJson> {
-        self.entries().iter().map(describe_entry).collect()
+    fn describe(&self, with_metadata: bool) -> Vec<EnclaveJson> {
+        self.entries()
+            .iter()
+            .map(|entry| {
+                let mut json = describe_entry(entry);
+                if with_metadata {
+                    json.add_metadata(entry.metadata.as_ref());
+                }
+                json
+            })
+            .collect()
     }
 
     fn terminate(&self, target: &Target) -> Result<Value> {
@@ -364,22 +380,26 @@ impl<P: ParentInstance> Server<P> {
         }
         let results: Vec<TerminatedJson> = chosen
             .into_iter()
-            .map(|Entry { name, id, launched }| {
-                self.names().remove(&name);
-                let terminated = match launched.release() {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::error!(enclave = %id, "release failed: {e}");
-                        false
+            .map(
+                |Entry {
+                     name, id, launched, ..
+                 }| {
+                    self.names().remove(&name);
+                    let terminated = match launched.release() {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(enclave = %id, "release failed: {e}");
+                            false
+                        }
+                    };
+                    tracing::info!(enclave = %id, "enclave terminated");
+                    TerminatedJson {
+                        name,
+                        id,
+                        terminated,
                     }
-                };
-                tracing::info!(enclave = %id, "enclave terminated");
-                TerminatedJson {
-                    name,
-                    id,
-                    terminated,
-                }
-            })
+                },
+            )
             .collect();
         Ok(match (target, results.as_slice()) {
             (Target::All, _) => json!(results),
@@ -653,6 +673,9 @@ fn describe_entry<P: ParentInstance>(entry: &Entry<P>) -> EnclaveJson {
         state: Some(state.to_owned()),
         flags: Some(if launched.debug { "DEBUG_MODE" } else { "NONE" }.to_owned()),
         measurements: Some(MeasurementsJson::from(&launched.measurements)),
+        image_name: None,
+        image_version: None,
+        metadata: None,
     }
 }
 
