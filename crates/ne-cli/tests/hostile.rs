@@ -512,7 +512,7 @@ mod tests {
     }
 
     #[test]
-    fn test_three_runs_with_one_name_give_one_enclave() {
+    fn test_three_runs_at_once_with_one_name_get_three_names() {
         let dir = tempfile::tempdir().unwrap();
         let (_parent, socket) = parent(dir.path());
         let eif = small_eif(dir.path());
@@ -542,10 +542,17 @@ mod tests {
             .filter_map(|run| run.join().ok())
             .filter(|ok| *ok)
             .count();
-        assert_eq!(succeeded, 1);
+        assert_eq!(succeeded, 3);
         let described = on_parent(&socket, &["describe-enclaves"]);
         let list: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
-        assert_eq!(list.as_array().unwrap().len(), 1);
+        let mut names: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["EnclaveName"].as_str().unwrap())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["same", "same_1", "same_2"], "each got its own name");
     }
 
     #[test]
