@@ -126,6 +126,20 @@ enum Command {
     },
     /// Build an EIF from a kernel, a command line and ramdisks.
     BuildEif(BuildEifArgs),
+    /// Print the PCR of a file (--input), or PCR8 of a signing certificate, as nitro-cli's
+    /// `pcr` does: compare it with an image's or an attestation's measurements.
+    Pcr {
+        /// The file to measure.
+        #[arg(
+            long,
+            required_unless_present = "signing_certificate",
+            conflicts_with = "signing_certificate"
+        )]
+        input: Option<PathBuf>,
+        /// A PEM X.509 certificate: prints the PCR8 of images signed with it.
+        #[arg(long, value_name = "FILE")]
+        signing_certificate: Option<PathBuf>,
+    },
     /// Pack a directory into an initramfs (newc cpio): sorted, times and owners zeroed,
     /// so the same files always give the same bytes (and the same PCRs).
     BuildInitramfs {
@@ -529,6 +543,17 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
             }
         }
         Command::DescribeEif { eif_path } => eif_cmds::describe(&eif_path).map(Some),
+        Command::Pcr {
+            input,
+            signing_certificate,
+        } => match (input, signing_certificate) {
+            (_, Some(certificate)) => eif_cmds::pcr8_of_certificate(&certificate).map(Some),
+            (Some(input), None) => eif_cmds::pcr_of_file(&input).map(Some),
+            (None, None) => Err(CliError::new(
+                Code::InvalidArgument,
+                "give --input or --signing-certificate",
+            )),
+        },
         Command::BuildEif(args) => eif_cmds::build(&BuildArgs {
             kernel: args.kernel,
             cmdline: args.cmdline,

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-//! `build-eif` and `describe-eif`: local work on image files, no parent needed.
+//! `build-eif`, `describe-eif` and `pcr`: local work on image files, no parent needed.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,8 +8,60 @@ use ne_eif::{Eif, EifBuilder, Metadata};
 use serde_json::{json, Value};
 
 use crate::error::{CliError, Code, Result};
-use crate::files::{read_eif, read_regular, MAX_EIF_BYTES, MAX_INPUT_BYTES};
+use crate::files::{open_regular, read_eif, read_regular, MAX_EIF_BYTES, MAX_INPUT_BYTES};
 use crate::json::{BuiltJson, EifJson, MeasurementsJson, SectionJson};
+
+/// The largest signing certificate `pcr --signing-certificate` reads.
+const MAX_CERTIFICATE_BYTES: u64 = 1 << 20;
+
+/// `pcr --input FILE`: the PCR that measures the file alone, as `{"PCR": …}`.
+pub fn pcr_of_file(path: &Path) -> Result<Value> {
+    use std::io::Read;
+    let (file, size) = open_regular(path)?;
+    // No further than the size it had: a file that grows cannot keep this reading.
+    let pcr = ne_eif::pcr_of_reader(file.take(size)).map_err(|e| {
+        CliError::new(
+            Code::FileOperation,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    Ok(json!({ "PCR": pcr.to_string() }))
+}
+
+/// `pcr --signing-certificate FILE`: PCR8, the measure of a PEM X.509 certificate (of its
+/// DER encoding), as an image signed with it reports, as `{"PCR8": …}`.
+pub fn pcr8_of_certificate(path: &Path) -> Result<Value> {
+    use x509_cert::der::{DecodePem, Encode};
+    let pem = read_regular(
+        path,
+        MAX_CERTIFICATE_BYTES,
+        Code::FileOperation,
+        "a PEM certificate",
+    )?;
+    let certificate = x509_cert::Certificate::from_pem(&pem).map_err(|e| {
+        CliError::new(
+            Code::InvalidArgument,
+            format!("{} is not a PEM X.509 certificate: {e}", path.display()),
+        )
+        .hint("give the signing certificate as `-----BEGIN CERTIFICATE-----` PEM")
+    })?;
+    let der = certificate.to_der().map_err(|e| {
+        CliError::new(
+            Code::InvalidArgument,
+            format!(
+                "the certificate in {} cannot be encoded: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    let pcr = ne_eif::pcr_of_reader(der.as_slice()).map_err(|e| {
+        CliError::new(
+            Code::InvalidArgument,
+            format!("measuring the certificate: {e}"),
+        )
+    })?;
+    Ok(json!({ "PCR8": pcr.to_string() }))
+}
 
 /// Reads a kernel or ramdisk for `build-eif`.
 fn read(path: &Path) -> Result<Vec<u8>> {

@@ -23,16 +23,9 @@ pub fn read_eif(path: &Path, max: u64) -> Result<Vec<u8>> {
     read_regular(path, max, Code::EifParsing, "an EIF")
 }
 
-/// Reads `path` if it is a regular file of 1 to `max` bytes; an empty or oversized file
-/// fails with `code`, as what it should have been (`what`).
-pub fn read_regular(path: &Path, max: u64, code: Code, what: &str) -> Result<Vec<u8>> {
-    let cannot = |why: String| {
-        CliError::new(
-            Code::FileOperation,
-            format!("cannot read {}: {why}", path.display()),
-        )
-        .hint("check the --eif-path")
-    };
+/// Opens `path` without blocking if it is a regular file; returns it and its size.
+pub fn open_regular(path: &Path) -> Result<(File, u64)> {
+    let cannot = |why: String| cannot_read(path, &why);
     let fd = open(
         path,
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
@@ -54,7 +47,21 @@ pub fn read_regular(path: &Path, max: u64, code: Code, what: &str) -> Result<Vec
         };
         return Err(cannot(format!("it is {kind_name}, not a regular file")));
     }
-    let size = metadata.len();
+    Ok((file, metadata.len()))
+}
+
+fn cannot_read(path: &Path, why: &str) -> CliError {
+    CliError::new(
+        Code::FileOperation,
+        format!("cannot read {}: {why}", path.display()),
+    )
+    .hint("check the path, and that it names a regular file you may read")
+}
+
+/// Reads `path` if it is a regular file of 1 to `max` bytes; an empty or oversized file
+/// fails with `code`, as what it should have been (`what`).
+pub fn read_regular(path: &Path, max: u64, code: Code, what: &str) -> Result<Vec<u8>> {
+    let (file, size) = open_regular(path)?;
     if size == 0 {
         return Err(CliError::new(
             code,
@@ -73,6 +80,6 @@ pub fn read_regular(path: &Path, max: u64, code: Code, what: &str) -> Result<Vec
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     file.take(size)
         .read_to_end(&mut bytes)
-        .map_err(|e| cannot(e.to_string()))?;
+        .map_err(|e| cannot_read(path, &e.to_string()))?;
     Ok(bytes)
 }

@@ -457,6 +457,33 @@ mod tests {
     }
 
     #[test]
+    fn test_pcr_measures_a_file_and_a_signing_certificate_as_nitro_cli_does() {
+        // Expected values from an independent computation (Python's hashlib):
+        // SHA-384(48 zero bytes || SHA-384(data)), data = the file, or the certificate's DER.
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let sandbox = Sandbox::new();
+        let input = fixtures.join("pcr-input.txt");
+        let pcr = sandbox.json(&["pcr", "--input", path(&input)]);
+        assert_eq!(
+            pcr["PCR"],
+            "189af4558571f4f2eba9ddab18011703b719243970089333a5c713ef7b3f094c8a73f022534010637865b7667def5e45"
+        );
+        let certificate = fixtures.join("signing-cert.pem");
+        let pcr8 = sandbox.json(&["pcr", "--signing-certificate", path(&certificate)]);
+        assert_eq!(
+            pcr8["PCR8"],
+            "9b00460e9f1630079abe202eb32fc48eef15ea1ee542598e1725cfd3afdbca00f533f9cc78199b6ca7d55bd8f2118d88"
+        );
+        let stderr = sandbox.fails(&["pcr", "--signing-certificate", path(&input)], "E03");
+        assert!(
+            stderr.contains("is not a PEM X.509 certificate"),
+            "{stderr}"
+        );
+        let stderr = sandbox.fails(&["pcr", "--input", "/dev/zero"], "E19");
+        assert!(stderr.contains("not a regular file"), "{stderr}");
+    }
+
+    #[test]
     fn test_memory_that_is_not_whole_hugepages_is_rounded_up_as_nitro_cli_does() {
         let sandbox = Sandbox::new();
         let (eif, _) = sandbox.eif("odd");

@@ -31,6 +31,6 @@ mod read;
 pub use build::{BuildError, EifBuilder};
 pub use format::{Header, SectionType};
 pub use initramfs::Initramfs;
-pub use measure::{measure, Measurements, Pcr, HASH_ALGORITHM, PCR_BYTES};
+pub use measure::{measure, pcr_of_reader, Measurements, Pcr, HASH_ALGORITHM, PCR_BYTES};
 pub use metadata::{BuildInfo, Metadata};
 pub use read::{read_header, Eif, EifError, Section};

@@ -76,6 +76,21 @@ impl PcrHasher {
     }
 }
 
+/// The PCR that measures what `reader` yields, alone (what nitro-cli's `pcr --input`
+/// prints for a file).
+pub fn pcr_of_reader(mut reader: impl std::io::Read) -> std::io::Result<Pcr> {
+    let mut hasher = PcrHasher::default();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => return Ok(hasher.finish()),
+            Ok(n) => hasher.update(buffer.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Measures an image given its kernel, command line and ramdisks in file order.
 pub fn measure<'a>(
     kernel: &[u8],
