@@ -458,6 +458,9 @@ enum ParentCommand {
     },
 }
 
+/// The emulated parent's cores when none are asked for (of 2 threads each).
+const DEFAULT_CORES: u32 = 8;
+
 #[derive(Debug, Args)]
 struct ParentRunArgs {
     /// RAM in MiB (only what enclaves touch is backed).
@@ -466,8 +469,9 @@ struct ParentRunArgs {
     /// RAM in MiB the parent keeps; the rest is hugepages.
     #[arg(long, default_value_t = 512)]
     reserved_mib: u64,
-    /// CPU cores.
-    #[arg(long, default_value_t = 4)]
+    /// CPU cores [default: 8, of 2 threads: 16 vCPUs as an enclave-enabled 4xlarge
+    /// instance has, whose pool of 7 cores fits the 4 enclaves of 2 vCPUs a parent may run].
+    #[arg(long, default_value_t = DEFAULT_CORES, hide_default_value = true)]
     cores: u32,
     /// Threads per core.
     #[arg(long, default_value_t = 2)]

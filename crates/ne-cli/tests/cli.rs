@@ -157,7 +157,7 @@ mod tests {
 
         let debug = sandbox.json(&run_args(
             path(&eif),
-            "--cpu-ids 3,7 --memory 64 --debug-mode --enclave-name dbg --enclave-cid 99",
+            "--cpu-ids 3,11 --memory 64 --debug-mode --enclave-name dbg --enclave-cid 99",
         ));
         assert_eq!(debug["EnclaveCID"], 99);
 
@@ -167,7 +167,7 @@ mod tests {
         assert_eq!(list[0]["State"], "RUNNING");
         assert_eq!(list[0]["Flags"], "NONE");
         assert_eq!(list[1]["Flags"], "DEBUG_MODE");
-        assert_eq!(list[1]["CPUIDs"], serde_json::json!([3, 7]));
+        assert_eq!(list[1]["CPUIDs"], serde_json::json!([3, 11]));
 
         let id = run["EnclaveID"].as_str().unwrap();
         let terminated = sandbox.json(&["terminate-enclave", "--enclave-id", id]);
@@ -187,9 +187,9 @@ mod tests {
         let eif = path(&eif);
         sandbox.fails(&run_args(eif, "--cpu-count 2 --memory 32"), "E26");
         sandbox.fails(&run_args(eif, "--cpu-count 2 --memory 100000"), "E27");
-        sandbox.fails(&run_args(eif, "--cpu-count 8 --memory 128"), "E22");
+        sandbox.fails(&run_args(eif, "--cpu-count 16 --memory 128"), "E22");
         sandbox.fails(&run_args(eif, "--cpu-ids 1 1 --memory 128"), "E20");
-        sandbox.fails(&run_args(eif, "--cpu-ids 4 --memory 128"), "E21");
+        sandbox.fails(&run_args(eif, "--cpu-ids 8 --memory 128"), "E21");
         sandbox.fails(
             &run_args(eif, "--cpu-count 2 --memory 128 --enclave-cid 3"),
             "E03",
@@ -302,7 +302,7 @@ mod tests {
         let eif = path(&eif);
         sandbox.json(&run_args(
             eif,
-            "--cpu-ids 1,5 --memory 64 --enclave-cid 20 --enclave-name first",
+            "--cpu-ids 1,9 --memory 64 --enclave-cid 20 --enclave-name first",
         ));
         let id = sandbox.json(&["describe-enclaves"])[0]["EnclaveID"]
             .as_str()
@@ -314,16 +314,16 @@ mod tests {
                 format!("CID 20 is in use by enclave {id} (\"first\")"),
             ),
             (
-                "--cpu-ids 5,1 --memory 64",
-                format!("CPU 5 is in the NE CPU pool, but enclave {id} (\"first\") holds it"),
+                "--cpu-ids 9,1 --memory 64",
+                format!("CPU 9 is in the NE CPU pool, but enclave {id} (\"first\") holds it"),
             ),
             (
-                "--cpu-ids 5,1 --memory 64",
-                "free CPUs of the pool: 2-3,6-7".to_owned(),
+                "--cpu-ids 9,1 --memory 64",
+                "free CPUs of the pool: 2-7,10-15".to_owned(),
             ),
             (
                 "--cpu-count 100 --memory 64",
-                "100 CPUs asked; the NE CPU pool has 6 (1-3,5-7), 4 of them free".to_owned(),
+                "100 CPUs asked; the NE CPU pool has 14 (1-7,9-15), 12 of them free".to_owned(),
             ),
             (
                 "--cpu-count 1 --memory 64",
@@ -331,11 +331,11 @@ mod tests {
             ),
             (
                 "--cpu-ids 2 --memory 64",
-                "leaves out the sibling thread(s) 6".to_owned(),
+                "leaves out the sibling thread(s) 10".to_owned(),
             ),
             (
-                "--cpu-ids 8,12 --memory 64",
-                "CPU 8 does not exist: this parent has CPUs 0-7".to_owned(),
+                "--cpu-ids 16,20 --memory 64",
+                "CPU 16 does not exist: this parent has CPUs 0-15".to_owned(),
             ),
             (
                 "--cpu-count 2 --memory 64 --enclave-cid 99999999999",
@@ -349,9 +349,9 @@ mod tests {
             assert!(stderr.contains(&expected), "{options}: {stderr}");
         }
         let status = sandbox.json(&["parent", "status"]);
-        assert_eq!(status["CPUsFree"], "2-3,6-7", "{status}");
-        assert_eq!(status["CPUsInUse"][0]["CPUs"], "1,5", "{status}");
-        assert_eq!(status["Cores"][1], "1,5", "{status}");
+        assert_eq!(status["CPUsFree"], "2-7,10-15", "{status}");
+        assert_eq!(status["CPUsInUse"][0]["CPUs"], "1,9", "{status}");
+        assert_eq!(status["Cores"][1], "1,9", "{status}");
     }
 
     #[test]
@@ -409,7 +409,7 @@ mod tests {
         let json = serde_json::json!({
             "eif_path": eif,
             "memory_mib": 128,
-            "cpu_ids": [2, 6],
+            "cpu_ids": [2, 10],
             "enclave_cid": 30,
             "debug_mode": true,
             "enclave_name": "from-config",
@@ -418,7 +418,7 @@ mod tests {
         let ran = sandbox.json(&["run-enclave", "--config", path(&config)]);
         assert_eq!(ran["EnclaveName"], "from-config");
         assert_eq!(ran["EnclaveCID"], 30);
-        assert_eq!(ran["CPUIDs"], serde_json::json!([2, 6]));
+        assert_eq!(ran["CPUIDs"], serde_json::json!([2, 10]));
         assert_eq!(ran["MemoryMiB"], 128);
         let described = sandbox.json(&["describe-enclaves"]);
         assert_eq!(described[0]["Flags"], "DEBUG_MODE", "{described}");
@@ -481,6 +481,25 @@ mod tests {
         );
         let stderr = sandbox.fails(&["pcr", "--input", "/dev/zero"], "E19");
         assert!(stderr.contains("not a regular file"), "{stderr}");
+    }
+
+    #[test]
+    fn test_the_default_parent_fits_the_four_enclaves_the_readme_promises() {
+        let sandbox = Sandbox::new();
+        let (eif, _) = sandbox.eif("four");
+        for _ in 0..4 {
+            sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 256"));
+        }
+        assert_eq!(
+            sandbox
+                .json(&["describe-enclaves"])
+                .as_array()
+                .unwrap()
+                .len(),
+            4
+        );
+        let stderr = sandbox.fails(&run_args(path(&eif), "--cpu-count 2 --memory 256"), "E28");
+        assert!(stderr.contains("at most 4 enclaves"), "{stderr}");
     }
 
     #[test]

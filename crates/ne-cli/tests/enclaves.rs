@@ -247,7 +247,7 @@ mod tests {
             "hugepages back"
         );
         // The CPUs came back too: the same ones can be asked for again.
-        let again = sandbox.run(&eif, "--cpu-ids 1 5 --memory 128");
+        let again = sandbox.run(&eif, "--cpu-ids 1 9 --memory 128");
         assert_eq!(again["CPUIDs"], serde_json::json!([1, 5]));
     }
 
