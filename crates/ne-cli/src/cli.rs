@@ -21,23 +21,80 @@ use crate::paths::{self, socket_path};
 #[derive(Debug, Parser)]
 #[command(name = "nectl", version, about)]
 pub struct Cli {
-    /// The socket: where QEMU connects, for `serve`; else the emulated parent's [default: $NECTL_SOCKET, else
-    /// $XDG_RUNTIME_DIR/nectl/parent.sock, else /tmp/nectl-UID/parent.sock].
-    #[arg(long, global = true, value_name = "PATH")]
-    pub socket: Option<PathBuf>,
-    /// Run enclaves through the Linux driver at this device (e.g. /dev/nitro_enclaves)
-    /// instead of on an emulated parent; applies to the parent process a command starts.
-    #[arg(long, global = true, value_name = "DEVICE")]
-    pub device: Option<PathBuf>,
-    /// What runs the enclaves of the parent a command starts: `vm` boots each as a QEMU VM
-    /// (the default), `sim` boots nothing (images are still checked and measured).
-    #[arg(long, global = true, env = "NECTL_BACKEND", value_enum)]
-    pub backend: Option<BackendArg>,
-    /// How enclave VMs run their vCPUs [default: kvm where it works, else tcg].
-    #[arg(long, global = true, env = "NECTL_ACCEL", value_enum)]
-    pub accel: Option<AccelArg>,
+    #[command(flatten)]
+    socket: SocketArg,
+    #[command(flatten)]
+    device: DeviceArg,
+    #[command(flatten)]
+    runner: RunnerArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--socket`, for the commands that talk to the emulated parent (before the command name,
+/// or after it).
+#[derive(Clone, Debug, Default, Args)]
+struct SocketArg {
+    /// The emulated parent's socket [default: $NECTL_SOCKET, else
+    /// $XDG_RUNTIME_DIR/nectl/parent.sock, else /tmp/nectl-UID/parent.sock].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
+/// `--device`, for the commands that run enclaves or reach them.
+#[derive(Clone, Debug, Default, Args)]
+struct DeviceArg {
+    /// Run enclaves through the Linux driver at this device (e.g. /dev/nitro_enclaves)
+    /// instead of on an emulated parent, and reach them over this machine's vsock.
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<PathBuf>,
+}
+
+/// `--backend` and `--accel`, for the commands that start a parent or a device.
+#[derive(Clone, Copy, Debug, Default, Args)]
+struct RunnerArgs {
+    /// What runs the enclaves of the parent a command starts: `vm` boots each as a QEMU VM
+    /// (the default), `sim` boots nothing (images are still checked and measured).
+    #[arg(long, env = "NECTL_BACKEND", value_enum)]
+    backend: Option<BackendArg>,
+    /// How enclave VMs run their vCPUs [default: kvm where it works, else tcg].
+    #[arg(long, env = "NECTL_ACCEL", value_enum)]
+    accel: Option<AccelArg>,
+}
+
+/// The options that say which parent a command addresses, from after the command name or,
+/// failing that, from before it.
+#[derive(Clone, Debug, Default)]
+struct Options {
+    socket: Option<PathBuf>,
+    device: Option<PathBuf>,
+    backend: Option<BackendArg>,
+    accel: Option<AccelArg>,
+}
+
+impl Options {
+    fn of(
+        socket: Option<&SocketArg>,
+        device: Option<&DeviceArg>,
+        runner: Option<&RunnerArgs>,
+    ) -> Options {
+        Options {
+            socket: socket.and_then(|s| s.socket.clone()),
+            device: device.and_then(|d| d.device.clone()),
+            backend: runner.and_then(|r| r.backend),
+            accel: runner.and_then(|r| r.accel),
+        }
+    }
+
+    /// These options, each missing one taken from `before`.
+    fn or(self, before: Options) -> Options {
+        Options {
+            socket: self.socket.or(before.socket),
+            device: self.device.or(before.device),
+            backend: self.backend.or(before.backend),
+            accel: self.accel.or(before.accel),
+        }
+    }
 }
 
 /// What runs a parent's enclaves.
@@ -103,9 +160,16 @@ enum Command {
         /// Add each image's name, version and build metadata (nitro-cli's --metadata).
         #[arg(long)]
         metadata: bool,
+        #[command(flatten)]
+        socket: SocketArg,
     },
     /// Terminate enclaves.
-    TerminateEnclave(TerminateArgs),
+    TerminateEnclave {
+        #[command(flatten)]
+        which: TerminateArgs,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Print the console of a debug-mode enclave until it ends (or the timeout passes).
     Console(ConsoleArgs),
     /// Connect stdin and stdout to a vsock port of an enclave, from the parent's side
@@ -117,6 +181,10 @@ enum Command {
         /// The port in the enclave.
         #[arg(long)]
         port: u32,
+        #[command(flatten)]
+        socket: SocketArg,
+        #[command(flatten)]
+        device: DeviceArg,
     },
     /// Validate an EIF and print its measurements and metadata.
     DescribeEif {
@@ -206,6 +274,8 @@ enum BenchCommand {
         /// Memory in MiB.
         #[arg(long, default_value_t = 256)]
         memory: u64,
+        #[command(flatten)]
+        device: DeviceArg,
     },
     /// Throughput to a running enclave's counting port (the hello image counts on 5006),
     /// through the kernel's vsock with --device, else the emulated parent's hybrid vsock.
@@ -225,6 +295,10 @@ enum BenchCommand {
         /// Runs.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
         runs: u16,
+        #[command(flatten)]
+        socket: SocketArg,
+        #[command(flatten)]
+        device: DeviceArg,
     },
 }
 
@@ -280,6 +354,11 @@ enum ControlCommand {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// Where QEMU's vfio-user-pci connects (required).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(flatten)]
+    runner: RunnerArgs,
     /// The parent's CPU count: vCPU ids the device accepts run below it.
     #[arg(long, default_value_t = ne_vfio_user::DEFAULT_PARENT_CPUS)]
     parent_cpus: u32,
@@ -348,6 +427,12 @@ struct RunArgs {
     /// Once it runs, print its console until it ends (needs debug mode).
     #[arg(long)]
     attach_console: bool,
+    #[command(flatten)]
+    socket: SocketArg,
+    #[command(flatten)]
+    device: DeviceArg,
+    #[command(flatten)]
+    runner: RunnerArgs,
 }
 
 impl RunArgs {
@@ -367,6 +452,9 @@ impl RunArgs {
             debug_mode: config.debug_mode.unwrap_or(false),
             enclave_name: config.enclave_name,
             attach_console: self.attach_console,
+            socket: self.socket,
+            device: self.device,
+            runner: self.runner,
         })
     }
 }
@@ -375,6 +463,8 @@ impl RunArgs {
 struct ConsoleArgs {
     #[command(flatten)]
     enclave: EnclaveSelector,
+    #[command(flatten)]
+    socket: SocketArg,
     /// Stop printing after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     disconnect_timeout: Option<u64>,
@@ -444,9 +534,15 @@ enum ParentCommand {
     /// Run the emulated parent in the foreground (what `run-enclave` starts in the background).
     Run(ParentRunArgs),
     /// Terminate every enclave and stop the emulated parent.
-    Stop,
+    Stop {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Describe the emulated parent: CPUs, pool, hugepages, enclaves.
-    Status,
+    Status {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Make an enclave exit or crash on its own, as the hypervisor would report it.
     EndEnclave {
         /// The enclave's ID or name.
@@ -455,6 +551,8 @@ enum ParentCommand {
         /// Crash instead of exiting cleanly.
         #[arg(long)]
         crash: bool,
+        #[command(flatten)]
+        socket: SocketArg,
     },
 }
 
@@ -482,6 +580,12 @@ struct ParentRunArgs {
     /// The most enclaves at once.
     #[arg(long, default_value_t = 4)]
     max_enclaves: usize,
+    #[command(flatten)]
+    socket: SocketArg,
+    #[command(flatten)]
+    device: DeviceArg,
+    #[command(flatten)]
+    runner: RunnerArgs,
 }
 
 /// Prints `value` as nitro-cli prints its JSON.
@@ -494,11 +598,16 @@ pub fn print_json(value: &Value) {
 
 /// Runs a parsed command; `Some` is JSON to print.
 pub fn run(cli: Cli) -> Result<Option<Value>> {
-    let socket = socket_path(cli.socket.as_deref())?;
+    let options = cli.command.options().or(Options::of(
+        Some(&cli.socket),
+        Some(&cli.device),
+        Some(&cli.runner),
+    ));
+    let socket = socket_path(options.socket.as_deref())?;
     let start = ParentStart {
-        device: cli.device.clone(),
-        backend: cli.backend,
-        accel: cli.accel,
+        device: options.device.clone(),
+        backend: options.backend,
+        accel: options.accel,
     };
     match cli.command {
         Command::RunEnclave(args) => {
@@ -523,18 +632,20 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
                 .to_owned();
             crate::parent::client::console(&socket, &id, None).map(|()| None)
         }
-        Command::Connect { enclave_cid, port } => {
-            crate::vsock_connect::connect(&vsock_route(&cli, &socket), enclave_cid, port)
-                .map(|()| None)
-        }
+        Command::Connect {
+            enclave_cid, port, ..
+        } => crate::vsock_connect::connect(&vsock_route(&options, &socket), enclave_cid, port)
+            .map(|()| None),
         Command::Console(args) => crate::parent::client::console(
             &socket,
             &args.enclave.id_or_name(),
             args.disconnect_timeout.map(Duration::from_secs),
         )
         .map(|()| None),
-        Command::DescribeEnclaves { metadata } => describe_enclaves(&socket, metadata).map(Some),
-        Command::TerminateEnclave(args) => {
+        Command::DescribeEnclaves { metadata, .. } => {
+            describe_enclaves(&socket, metadata).map(Some)
+        }
+        Command::TerminateEnclave { which: args, .. } => {
             let target = match (args.enclave_id, args.enclave_name) {
                 (Some(id), _) => Target::Id(id),
                 (None, Some(name)) => Target::Name(name),
@@ -576,8 +687,13 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
         }
         Command::Parent(command) => parent(&socket, &start, command),
         Command::Serve(args) => {
-            let backend = serve_backend(cli.socket.as_deref(), &args, cli.backend, cli.accel)?;
-            serve(cli.socket.as_deref(), &args, backend).map(|()| None)
+            let backend = serve_backend(
+                options.socket.as_deref(),
+                &args,
+                options.backend,
+                options.accel,
+            )?;
+            serve(options.socket.as_deref(), &args, backend).map(|()| None)
         }
         Command::Control(args) => control(&args).map(Some),
         Command::Bench(BenchCommand::Boot {
@@ -600,6 +716,7 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
             runs,
             cpu_count,
             memory,
+            ..
         }) => {
             init_logging();
             crate::bench::heartbeat(&crate::bench::HeartbeatBench {
@@ -607,7 +724,7 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
                 runs: runs.into(),
                 cpus: cpu_count,
                 memory_mib: memory,
-                device: cli.device.clone(),
+                device: options.device.clone(),
             })
             .map(Some)
         }
@@ -617,8 +734,9 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
             mib,
             write_kib,
             runs,
+            ..
         }) => crate::bench::vsock(&crate::bench::VsockBench {
-            route: vsock_route(&cli, &socket),
+            route: vsock_route(&options, &socket),
             cid: enclave_cid,
             port,
             mib,
@@ -629,10 +747,52 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
     }
 }
 
+impl Command {
+    /// The parent options given after the command's name.
+    fn options(&self) -> Options {
+        match self {
+            Command::RunEnclave(args) => {
+                Options::of(Some(&args.socket), Some(&args.device), Some(&args.runner))
+            }
+            Command::DescribeEnclaves { socket, .. } => Options::of(Some(socket), None, None),
+            Command::TerminateEnclave { socket, .. } => Options::of(Some(socket), None, None),
+            Command::Console(args) => Options::of(Some(&args.socket), None, None),
+            Command::Connect { socket, device, .. } => {
+                Options::of(Some(socket), Some(device), None)
+            }
+            Command::Parent(ParentCommand::Run(args)) => {
+                Options::of(Some(&args.socket), Some(&args.device), Some(&args.runner))
+            }
+            Command::Parent(
+                ParentCommand::Stop { socket }
+                | ParentCommand::Status { socket }
+                | ParentCommand::EndEnclave { socket, .. },
+            ) => Options::of(Some(socket), None, None),
+            Command::Serve(args) => Options {
+                socket: args.socket.clone(),
+                ..Options::of(None, None, Some(&args.runner))
+            },
+            Command::Bench(BenchCommand::Heartbeat { device, .. }) => {
+                Options::of(None, Some(device), None)
+            }
+            Command::Bench(BenchCommand::Vsock { socket, device, .. }) => {
+                Options::of(Some(socket), Some(device), None)
+            }
+            Command::Bench(BenchCommand::Boot { .. })
+            | Command::DescribeEif { .. }
+            | Command::BuildEif(_)
+            | Command::BuildInitramfs { .. }
+            | Command::Explain { .. }
+            | Command::Pcr { .. }
+            | Command::Control(_) => Options::default(),
+        }
+    }
+}
+
 /// How this command reaches enclaves' vsock ports: the machine's own vsock with the
 /// kernel's driver, else the emulated parent's hybrid vsock beside its socket.
-fn vsock_route(cli: &Cli, socket: &Path) -> crate::vsock_connect::Route {
-    match &cli.device {
+fn vsock_route(options: &Options, socket: &Path) -> crate::vsock_connect::Route {
+    match &options.device {
         Some(_) => crate::vsock_connect::Route::Vsock,
         None => crate::vsock_connect::Route::Hybrid(
             socket.parent().unwrap_or(Path::new(".")).join("vsock"),
@@ -952,7 +1112,7 @@ fn parent(socket: &Path, start: &ParentStart, command: ParentCommand) -> Result<
             };
             server::serve(socket, spec).map(|()| None)
         }
-        ParentCommand::Stop => {
+        ParentCommand::Stop { .. } => {
             if !parent_runs(socket) {
                 return Ok(Some(
                     json!({ "Stopped": false, "Reason": "no parent runs", "Socket": socket }),
@@ -960,13 +1120,13 @@ fn parent(socket: &Path, start: &ParentStart, command: ParentCommand) -> Result<
             }
             call(socket, &Request::Stop, None).map(Some)
         }
-        ParentCommand::Status => {
+        ParentCommand::Status { .. } => {
             if !parent_runs(socket) {
                 return Ok(Some(json!({ "Running": false, "Socket": socket })));
             }
             call(socket, &Request::Status, None).map(Some)
         }
-        ParentCommand::EndEnclave { enclave, crash } => {
+        ParentCommand::EndEnclave { enclave, crash, .. } => {
             call(socket, &Request::End { enclave, crash }, None).map(Some)
         }
     }

@@ -503,6 +503,60 @@ mod tests {
     }
 
     #[test]
+    fn test_parent_options_show_where_they_mean_something_and_work_on_either_side() {
+        let sandbox = Sandbox::new();
+        let help = |args: &[&str]| {
+            let output = sandbox.nectl(args);
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        for command in [
+            "explain",
+            "build-eif",
+            "describe-eif",
+            "pcr",
+            "build-initramfs",
+        ] {
+            let text = help(&[command, "--help"]);
+            assert!(
+                !text.contains("--socket"),
+                "{command} shows --socket:\n{text}"
+            );
+            assert!(
+                !text.contains("--device"),
+                "{command} shows --device:\n{text}"
+            );
+        }
+        let text = help(&["run-enclave", "--help"]);
+        for option in ["--socket", "--device", "--backend", "--accel"] {
+            assert!(text.contains(option), "run-enclave lacks {option}");
+        }
+        assert!(!help(&["describe-enclaves", "--help"]).contains("--backend"));
+        let (eif, _) = sandbox.eif("either");
+        let other = sandbox.path("other.sock");
+        let ran = sandbox.json(&[
+            "run-enclave",
+            "--socket",
+            path(&other),
+            "--eif-path",
+            path(&eif),
+            "--cpu-count",
+            "2",
+            "--memory",
+            "64",
+        ]);
+        let before = sandbox.json(&["--socket", path(&other), "describe-enclaves"]);
+        assert_eq!(before[0]["EnclaveID"], ran["EnclaveID"]);
+        let after = sandbox.json(&["describe-enclaves", "--socket", path(&other)]);
+        assert_eq!(after, before);
+        assert_eq!(
+            sandbox.json(&["describe-enclaves"]),
+            serde_json::json!([]),
+            "not the default's"
+        );
+        sandbox.json(&["parent", "stop", "--socket", path(&other)]);
+    }
+
+    #[test]
     fn test_memory_that_is_not_whole_hugepages_is_rounded_up_as_nitro_cli_does() {
         let sandbox = Sandbox::new();
         let (eif, _) = sandbox.eif("odd");
