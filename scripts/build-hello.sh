@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Builds the hello enclave image, target/enclave/hello.eif (and its initramfs beside it,
-# hello-initramfs.cpio, for other image builders): Debian trixie's cloud kernel
-# (from the kit scripts/provision.sh caches) and an initramfs holding the project's init
-# (crates/ne-init), the hello application (examples/hello) and the vsock modules.
+# Builds the hello enclave image, target/enclave/hello.eif, with `nectl build-enclave`:
+# Debian trixie's cloud kernel and vsock modules (from the kit scripts/provision.sh
+# caches), the project's init (crates/ne-init, static), and a root holding the hello
+# application (examples/hello). Also writes that root as hello-initramfs.cpio beside it,
+# for other image builders.
 # Prints the EIF's path. Extra arguments go to the application (e.g. --exit, --panic),
 # and NE_HELLO_OUTPUT names another output file.
 set -euo pipefail
@@ -24,14 +25,10 @@ nectl=$repo/target/debug/nectl
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-install -m 0755 "$bin/ne-init" "$root/init"
 install -m 0755 "$bin/hello" "$root/hello"
-mkdir -p "$root/lib/modules"
-printf '%s\n' vsock.ko vmw_vsock_virtio_transport_common.ko vmw_vsock_virtio_transport.ko >"$root/modules"
-while read -r module; do cp "$kit/kernel/modules/$module" "$root/lib/modules/"; done <"$root/modules"
-{ echo /hello; for arg in "$@"; do echo "$arg"; done; } >"$root/cmd"
-initramfs=${out%.eif}-initramfs.cpio
-"$nectl" build-initramfs --root "$root" --output "$initramfs" >/dev/null
-"$nectl" build-eif --kernel "$kit/kernel/vmlinuz" --cmdline "console=ttyS0 quiet" \
-    --ramdisk "$initramfs" --output "$out" --name hello >/dev/null
+"$nectl" build-enclave --rootfs "$root" --output-file "$out" --name hello \
+    --init "$bin/ne-init" --kernel "$kit/kernel/vmlinuz" --modules "$kit/kernel/modules" \
+    -- /hello "$@" >/dev/null
+# The application ramdisk on its own, for other image builders.
+"$nectl" build-initramfs --root "$root" --output "${out%.eif}-initramfs.cpio" >/dev/null
 echo "$out"

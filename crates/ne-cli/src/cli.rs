@@ -194,6 +194,9 @@ enum Command {
     },
     /// Build an EIF from a kernel, a command line and ramdisks.
     BuildEif(BuildEifArgs),
+    /// Build a runnable EIF from a container's files and a command, with the project's
+    /// kernel and init: no Docker daemon, no network; the same inputs give the same PCRs.
+    BuildEnclave(BuildEnclaveArgs),
     /// Print the PCR of a file (--input), or PCR8 of a signing certificate, as nitro-cli's
     /// `pcr` does: compare it with an image's or an attestation's measurements.
     Pcr {
@@ -505,6 +508,48 @@ struct TerminateArgs {
 }
 
 #[derive(Debug, Args)]
+struct BuildEnclaveArgs {
+    /// A directory that becomes the enclave's root.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "oci_archive",
+        conflicts_with = "oci_archive"
+    )]
+    rootfs: Option<PathBuf>,
+    /// An image archive: the OCI layout (`skopeo copy … oci-archive:FILE`, `docker save`
+    /// of Docker 25 and later) or Docker's older `docker save` layout.
+    #[arg(long, value_name = "FILE")]
+    oci_archive: Option<PathBuf>,
+    /// Where to write the EIF.
+    #[arg(long, value_name = "FILE")]
+    output_file: PathBuf,
+    /// An environment variable for the command (repeatable; added to the image's).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// The kernel [default: the kit's, $NE_CACHE/kit/kernel/vmlinuz].
+    #[arg(long, value_name = "FILE")]
+    kernel: Option<PathBuf>,
+    /// A statically linked ne-init [default: $NE_INIT, else beside nectl, else this
+    /// checkout's static release build].
+    #[arg(long, value_name = "FILE")]
+    init: Option<PathBuf>,
+    /// The directory of the vsock modules [default: the kit's].
+    #[arg(long, value_name = "DIR")]
+    modules: Option<PathBuf>,
+    /// The image name in its metadata [default: the output's file stem].
+    #[arg(long)]
+    name: Option<String>,
+    /// The image version in its metadata.
+    #[arg(long, default_value = "1.0")]
+    version: String,
+    /// The command and its arguments, after `--` [default: the image's entry point and
+    /// command].
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 struct BuildEifArgs {
     /// The kernel image.
     #[arg(long)]
@@ -658,6 +703,30 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
             }
         }
         Command::DescribeEif { eif_path } => eif_cmds::describe(&eif_path).map(Some),
+        Command::BuildEnclave(args) => {
+            let source = match (args.rootfs, args.oci_archive) {
+                (Some(dir), _) => crate::build_enclave::Source::Rootfs(dir),
+                (None, Some(archive)) => crate::build_enclave::Source::Archive(archive),
+                (None, None) => {
+                    return Err(CliError::new(
+                        Code::InvalidArgument,
+                        "give --rootfs DIR or --oci-archive FILE",
+                    ))
+                }
+            };
+            crate::build_enclave::build(&crate::build_enclave::BuildEnclave {
+                source,
+                command: args.command,
+                env: args.env,
+                output: args.output_file,
+                kernel: args.kernel,
+                init: args.init,
+                modules: args.modules,
+                name: args.name,
+                version: args.version,
+            })
+            .map(Some)
+        }
         Command::Pcr {
             input,
             signing_certificate,
@@ -781,6 +850,7 @@ impl Command {
             Command::Bench(BenchCommand::Boot { .. })
             | Command::DescribeEif { .. }
             | Command::BuildEif(_)
+            | Command::BuildEnclave(_)
             | Command::BuildInitramfs { .. }
             | Command::Explain { .. }
             | Command::Pcr { .. }

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::error::{CliError, Code, Result};
 use crate::files::{open_regular, read_eif, read_regular, MAX_EIF_BYTES, MAX_INPUT_BYTES};
 use crate::json::{BuiltJson, EifJson, MeasurementsJson, SectionJson};
+use crate::oci::{Node, Tree};
 
 /// The largest signing certificate `pcr --signing-certificate` reads.
 const MAX_CERTIFICATE_BYTES: u64 = 1 << 20;
@@ -167,7 +168,7 @@ pub fn describe(path: &Path) -> Result<Value> {
 }
 
 /// Now (or `$SOURCE_DATE_EPOCH`, for reproducible images) in RFC 3339, UTC.
-fn build_time() -> String {
+pub(crate) fn build_time() -> String {
     let seconds = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -203,10 +204,9 @@ fn rfc3339(seconds: u64) -> String {
 
 /// `build-initramfs`: packs the tree under `root` into a newc archive at `output`.
 pub fn build_initramfs(root: &Path, output: &Path) -> Result<Value> {
-    let mut initramfs = ne_eif::Initramfs::new();
-    let mut count = 0usize;
-    add_tree(&mut initramfs, root, root, &mut count)?;
-    let bytes = initramfs.to_bytes();
+    let tree = read_tree(root)?;
+    let count = tree.nodes().len();
+    let bytes = tree.to_initramfs("").to_bytes();
     std::fs::write(output, &bytes).map_err(|e| {
         CliError::new(
             Code::FileOperation,
@@ -216,13 +216,15 @@ pub fn build_initramfs(root: &Path, output: &Path) -> Result<Value> {
     Ok(json!({ "Path": output, "Entries": count, "Size": bytes.len() }))
 }
 
+/// Every directory, regular file and symbolic link under `root`.
+pub(crate) fn read_tree(root: &Path) -> Result<Tree> {
+    let mut tree = Tree::default();
+    add_tree(&mut tree, root, root)?;
+    Ok(tree)
+}
+
 /// Adds every directory, regular file and symbolic link under `dir`.
-fn add_tree(
-    initramfs: &mut ne_eif::Initramfs,
-    root: &Path,
-    dir: &Path,
-    count: &mut usize,
-) -> Result<()> {
+fn add_tree(tree: &mut Tree, root: &Path, dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let unreadable = |path: &Path, e: std::io::Error| {
         CliError::new(
@@ -240,12 +242,23 @@ fn add_tree(
             .unwrap_or_default();
         let metadata = std::fs::symlink_metadata(&path).map_err(|e| unreadable(&path, e))?;
         let kind = metadata.file_type();
+        let too_large = |_| {
+            CliError::new(
+                Code::EifBuilding,
+                format!("{} holds more than 4 GiB of files", root.display()),
+            )
+        };
         if kind.is_dir() {
-            initramfs.dir(&relative);
-            add_tree(initramfs, root, &path, count)?;
+            tree.put(&relative, Node::Dir(metadata.permissions().mode() & 0o7777))
+                .map_err(too_large)?;
+            add_tree(tree, root, &path)?;
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&path).map_err(|e| unreadable(&path, e))?;
-            initramfs.symlink(&relative, &target.to_string_lossy());
+            tree.put(
+                &relative,
+                Node::Symlink(target.to_string_lossy().into_owned()),
+            )
+            .map_err(too_large)?;
         } else if kind.is_file() {
             let contents = read_regular(&path, MAX_INPUT_BYTES, Code::EifBuilding, "a file")
                 .or_else(|e| {
@@ -255,7 +268,11 @@ fn add_tree(
                         Err(e)
                     }
                 })?;
-            initramfs.file(&relative, metadata.permissions().mode(), contents);
+            tree.put(
+                &relative,
+                Node::File(metadata.permissions().mode() & 0o7777, contents),
+            )
+            .map_err(too_large)?;
         } else {
             return Err(CliError::new(
                 Code::EifBuilding,
@@ -266,7 +283,6 @@ fn add_tree(
             )
             .hint("device nodes are made by the enclave's init (ne-init mounts /dev)"));
         }
-        *count += 1;
     }
     Ok(())
 }

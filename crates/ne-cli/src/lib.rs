@@ -14,11 +14,13 @@
 )]
 
 pub mod bench;
+pub mod build_enclave;
 pub mod cli;
 pub mod eif_cmds;
 pub mod error;
 pub mod files;
 pub mod json;
+pub mod oci;
 pub mod parent;
 pub mod paths;
 pub mod run_config;

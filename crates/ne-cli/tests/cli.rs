@@ -556,6 +556,83 @@ mod tests {
         sandbox.json(&["parent", "stop", "--socket", path(&other)]);
     }
 
+    /// A minimal 64-bit ELF header with one program header: `PT_INTERP` (dynamically
+    /// linked) or `PT_LOAD`.
+    fn elf(dynamic: bool) -> Vec<u8> {
+        let mut elf = vec![0u8; 0x40 + 0x38];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&0x38u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        elf[0x40] = if dynamic { 3 } else { 1 };
+        elf
+    }
+
+    #[test]
+    fn test_build_enclave_makes_the_same_pcrs_from_the_same_root_without_docker() {
+        let sandbox = Sandbox::new();
+        let root = sandbox.path("root");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/app"), b"the application").unwrap();
+        std::os::unix::fs::symlink("app", root.join("bin/alias")).unwrap();
+        let kernel = sandbox.path("bzImage");
+        std::fs::write(&kernel, vec![0x4b; 4096]).unwrap();
+        let init = sandbox.path("ne-init");
+        std::fs::write(&init, elf(false)).unwrap();
+        let modules = sandbox.path("modules");
+        std::fs::create_dir_all(&modules).unwrap();
+        for module in [
+            "vsock.ko",
+            "vmw_vsock_virtio_transport_common.ko",
+            "vmw_vsock_virtio_transport.ko",
+        ] {
+            std::fs::write(modules.join(module), module).unwrap();
+        }
+        let build = |output: &Path, init: &Path| {
+            vec![
+                "build-enclave".to_owned(),
+                "--rootfs".to_owned(),
+                path(&root).to_owned(),
+                "--output-file".to_owned(),
+                path(output).to_owned(),
+                "--kernel".to_owned(),
+                path(&kernel).to_owned(),
+                "--init".to_owned(),
+                path(init).to_owned(),
+                "--modules".to_owned(),
+                path(&modules).to_owned(),
+                "--".to_owned(),
+                "/bin/app".to_owned(),
+                "--flag".to_owned(),
+            ]
+        };
+        let run = |args: Vec<String>| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            sandbox.json(&args)
+        };
+        let first = run(build(&sandbox.path("a.eif"), &init));
+        let second = run(build(&sandbox.path("b.eif"), &init));
+        assert_eq!(
+            first["Measurements"], second["Measurements"],
+            "same inputs, same PCRs"
+        );
+        assert_eq!(first["Command"], serde_json::json!(["/bin/app", "--flag"]));
+        let described = sandbox.json(&["describe-eif", "--eif-path", path(&sandbox.path("a.eif"))]);
+        assert_eq!(described["Measurements"], first["Measurements"]);
+
+        let dynamic = sandbox.path("dynamic-init");
+        std::fs::write(&dynamic, elf(true)).unwrap();
+        let args = build(&sandbox.path("c.eif"), &dynamic);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stderr = sandbox.fails(&args, "E48");
+        assert!(stderr.contains("is dynamically linked"), "{stderr}");
+        let mut args = build(&sandbox.path("d.eif"), &init);
+        args.truncate(args.len() - 3);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stderr = sandbox.fails(&args, "E48");
+        assert!(stderr.contains("names no command"), "{stderr}");
+    }
+
     #[test]
     fn test_memory_that_is_not_whole_hugepages_is_rounded_up_as_nitro_cli_does() {
         let sandbox = Sandbox::new();

@@ -7,8 +7,11 @@
 //! 3. connects to vsock CID 3 (the parent), port 9000, sends the heartbeat byte `0xB7` and
 //!    waits for the parent to echo it, as nitro-cli expects before it reports the enclave
 //!    running;
-//! 4. runs the application: `/cmd` holds its arguments, one per line, and `/env` its
-//!    environment, `KEY=VALUE` per line (the layout nitro-cli's `build-enclave` uses);
+//! 4. runs the application: `/cmd` holds its arguments, one per line, `/env` its
+//!    environment, `KEY=VALUE` per line, and the optional `/workdir` the directory it starts
+//!    in. When the image has a `/rootfs` (the layout nitro-cli's `build-enclave` and
+//!    `nectl build-enclave` use for a container's files), the application runs chrooted
+//!    there, with `/proc`, `/sys` and `/dev` mounted inside;
 //! 5. reaps orphans while it runs, and powers the enclave off when it ends.
 //!
 //! Every step says on the console what it did or why it failed; a failure before the
@@ -133,12 +136,41 @@ fn heartbeat() -> Result<(), String> {
 
 /// Runs the application of `/cmd` with the environment of `/env`, reaping every other
 /// child meanwhile; returns how it ended.
+/// Where an image built from a container keeps the container's root.
+const ROOTFS: &str = "/rootfs";
+
+/// Chroots into `/rootfs` if the image has one, with the kernel's filesystems mounted
+/// inside, and changes to `workdir` there.
+fn enter_rootfs(workdir: Option<&str>) -> Result<(), String> {
+    if Path::new(ROOTFS).is_dir() {
+        for (source, target, fstype) in [
+            ("proc", "proc", "proc"),
+            ("sysfs", "sys", "sysfs"),
+            ("devtmpfs", "dev", "devtmpfs"),
+        ] {
+            let path = Path::new(ROOTFS).join(target);
+            let _ = std::fs::create_dir_all(&path);
+            if let Err(e) = mount(source, &path, fstype, MountFlags::empty(), None) {
+                say(&format!("cannot mount {}: {e}", path.display()));
+            }
+        }
+        rustix::process::chroot(ROOTFS).map_err(|e| format!("cannot chroot to {ROOTFS}: {e}"))?;
+        std::env::set_current_dir("/").map_err(|e| format!("cannot enter {ROOTFS}: {e}"))?;
+    }
+    if let Some(dir) = workdir {
+        std::env::set_current_dir(dir).map_err(|e| format!("cannot enter {dir}: {e}"))?;
+    }
+    Ok(())
+}
+
 fn run_application() -> Result<String, String> {
     let cmd = std::fs::read_to_string("/cmd").map_err(|e| format!("no /cmd: {e}"))?;
     let mut args = cmd.lines().filter(|l| !l.is_empty());
     let program = args.next().ok_or("/cmd is empty")?;
     let env = std::fs::read_to_string("/env").unwrap_or_default();
     let vars = env.lines().filter_map(|line| line.split_once('='));
+    let workdir = std::fs::read_to_string("/workdir").ok();
+    enter_rootfs(workdir.as_deref().map(str::trim).filter(|d| !d.is_empty()))?;
     let child = Command::new(program)
         .args(args)
         .env_clear()
