@@ -32,34 +32,18 @@ pub fn pcr_of_file(path: &Path) -> Result<Value> {
 /// `pcr --signing-certificate FILE`: PCR8, the measure of a PEM X.509 certificate (of its
 /// DER encoding), as an image signed with it reports, as `{"PCR8": …}`.
 pub fn pcr8_of_certificate(path: &Path) -> Result<Value> {
-    use x509_cert::der::{DecodePem, Encode};
     let pem = read_regular(
         path,
         MAX_CERTIFICATE_BYTES,
         Code::FileOperation,
         "a PEM certificate",
     )?;
-    let certificate = x509_cert::Certificate::from_pem(&pem).map_err(|e| {
+    let pcr = ne_eif::certificate_pcr(&pem).map_err(|why| {
         CliError::new(
             Code::InvalidArgument,
-            format!("{} is not a PEM X.509 certificate: {e}", path.display()),
+            format!("{} is {why}", path.display()),
         )
         .hint("give the signing certificate as `-----BEGIN CERTIFICATE-----` PEM")
-    })?;
-    let der = certificate.to_der().map_err(|e| {
-        CliError::new(
-            Code::InvalidArgument,
-            format!(
-                "the certificate in {} cannot be encoded: {e}",
-                path.display()
-            ),
-        )
-    })?;
-    let pcr = ne_eif::pcr_of_reader(der.as_slice()).map_err(|e| {
-        CliError::new(
-            Code::InvalidArgument,
-            format!("measuring the certificate: {e}"),
-        )
     })?;
     Ok(json!({ "PCR8": pcr.to_string() }))
 }

@@ -19,6 +19,9 @@ pub struct MeasurementsJson {
     /// PCR2, hex.
     #[serde(rename = "PCR2")]
     pub pcr2: String,
+    /// PCR8 (the signing certificate), hex, when the image is signed.
+    #[serde(rename = "PCR8", skip_serializing_if = "Option::is_none")]
+    pub pcr8: Option<String>,
 }
 
 impl From<&ne_eif::Measurements> for MeasurementsJson {
@@ -28,6 +31,7 @@ impl From<&ne_eif::Measurements> for MeasurementsJson {
             pcr0: m.pcr0.to_string(),
             pcr1: m.pcr1.to_string(),
             pcr2: m.pcr2.to_string(),
+            pcr8: m.pcr8.map(|pcr| pcr.to_string()),
         }
     }
 }

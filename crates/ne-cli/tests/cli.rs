@@ -468,7 +468,8 @@ mod tests {
             pcr["PCR"],
             "189af4558571f4f2eba9ddab18011703b719243970089333a5c713ef7b3f094c8a73f022534010637865b7667def5e45"
         );
-        let certificate = fixtures.join("signing-cert.pem");
+        let certificate =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../ne-eif/tests/fixtures/signing-cert.pem");
         let pcr8 = sandbox.json(&["pcr", "--signing-certificate", path(&certificate)]);
         assert_eq!(
             pcr8["PCR8"],
@@ -631,6 +632,38 @@ mod tests {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let stderr = sandbox.fails(&args, "E48");
         assert!(stderr.contains("names no command"), "{stderr}");
+    }
+
+    #[test]
+    fn test_describe_eif_of_a_signed_image_shows_pcr8_of_its_certificate() {
+        let sandbox = Sandbox::new();
+        let certificate = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../ne-eif/tests/fixtures/signing-cert.pem"),
+        )
+        .unwrap();
+        let section = ne_eif::signature_section(&[ne_eif::PcrSignature {
+            signing_certificate: certificate,
+            signature: Vec::new(),
+        }]);
+        let (eif, _) = ne_eif::EifBuilder {
+            kernel: vec![0x4b; 4096],
+            cmdline: "console=ttyS0".to_owned(),
+            ramdisks: vec![vec![0x52; 4096]],
+            metadata: ne_eif::Metadata::new("signed", "1", "2026-12-01T00:00:00Z"),
+            flags: 0,
+        }
+        .build_signed(&section)
+        .unwrap();
+        let path_eif = sandbox.path("signed.eif");
+        std::fs::write(&path_eif, eif).unwrap();
+        let described = sandbox.json(&["describe-eif", "--eif-path", path(&path_eif)]);
+        assert_eq!(described["IsSigned"], true);
+        assert_eq!(
+            described["Measurements"]["PCR8"],
+            "9b00460e9f1630079abe202eb32fc48eef15ea1ee542598e1725cfd3afdbca00f533f9cc78199b6ca7d55bd8f2118d88"
+        );
+        let unsigned = sandbox.eif("plain").1;
+        assert!(unsigned.get("PCR8").is_none(), "{unsigned}");
     }
 
     #[test]

@@ -36,11 +36,24 @@ pub enum BuildError {
     /// The command line contains a NUL byte.
     #[error("The command line contains a NUL byte")]
     NulInCmdline,
+    /// The signature section is not one nitro-cli reads.
+    #[error("The signature section is not valid: {0}")]
+    Signature(String),
 }
 
 impl EifBuilder {
     /// Writes the image, returning its bytes and measurements.
     pub fn build(&self) -> Result<(Vec<u8>, Measurements), BuildError> {
+        self.write(None)
+    }
+
+    /// Writes the image with `signature` as its signature section (last, where nitro-cli
+    /// puts it), returning its bytes and measurements, PCR8 included.
+    pub fn build_signed(&self, signature: &[u8]) -> Result<(Vec<u8>, Measurements), BuildError> {
+        self.write(Some(signature))
+    }
+
+    fn write(&self, signature: Option<&[u8]>) -> Result<(Vec<u8>, Measurements), BuildError> {
         if self.ramdisks.is_empty() {
             return Err(BuildError::NoRamdisk);
         }
@@ -62,6 +75,9 @@ impl EifBuilder {
                 .iter()
                 .map(|r| (SectionType::Ramdisk, r.as_slice())),
         );
+        if let Some(signature) = signature {
+            sections.push((SectionType::Signature, signature));
+        }
 
         let mut header = Header {
             version: VERSION,
@@ -91,11 +107,15 @@ impl EifBuilder {
 
         let mut image = header.encode().to_vec();
         image.extend_from_slice(&body);
-        let measurements = measure(
+        let mut measurements = measure(
             &self.kernel,
             self.cmdline.as_bytes(),
             self.ramdisks.iter().map(Vec::as_slice),
         );
+        if let Some(signature) = signature {
+            measurements.pcr8 =
+                Some(crate::signature::pcr8(signature).map_err(BuildError::Signature)?);
+        }
         Ok((image, measurements))
     }
 }

@@ -27,6 +27,7 @@ mod initramfs;
 mod measure;
 mod metadata;
 mod read;
+mod signature;
 
 pub use build::{BuildError, EifBuilder};
 pub use format::{Header, SectionType};
@@ -34,3 +35,4 @@ pub use initramfs::Initramfs;
 pub use measure::{measure, pcr_of_reader, Measurements, Pcr, HASH_ALGORITHM, PCR_BYTES};
 pub use metadata::{BuildInfo, Metadata};
 pub use read::{read_header, Eif, EifError, Section};
+pub use signature::{certificate_der, certificate_pcr, signature_section, PcrSignature};

@@ -52,6 +52,9 @@ pub struct Measurements {
     /// PCR2: the application ramdisks.
     #[serde(rename = "PCR2")]
     pub pcr2: Pcr,
+    /// PCR8: the certificate that signed the image, if it is signed.
+    #[serde(rename = "PCR8", skip_serializing_if = "Option::is_none")]
+    pub pcr8: Option<Pcr>,
 }
 
 /// nitro-cli's name for the hash (the `Debug` form of the hasher it uses).
@@ -117,5 +120,6 @@ pub fn measure<'a>(
         pcr0: image.finish(),
         pcr1: bootstrap.finish(),
         pcr2: application.finish(),
+        pcr8: None,
     }
 }

@@ -7,8 +7,9 @@ use crate::format::{
     decode_section_header, Header, SectionType, CRC_OFFSET, HEADER_SIZE, MAGIC, MAX_SECTIONS,
     SECTION_HEADER_SIZE,
 };
-use crate::measure::{measure, Measurements};
+use crate::measure::{measure, Measurements, Pcr};
 use crate::metadata::Metadata;
+use crate::signature::PcrSignature;
 
 /// What is wrong with an image.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -35,6 +36,10 @@ pub enum EifError {
     /// The first four bytes are not `.eif`.
     #[error("Not an EIF: the magic is {0:02x?}, not \".eif\"")]
     Magic([u8; 4]),
+    /// The signature section is not the CBOR nitro-cli writes, or its certificate is not
+    /// a PEM X.509 certificate.
+    #[error("The signature section is not valid: {0}")]
+    Signature(String),
     /// The metadata section is not the JSON object nitro-cli expects.
     #[error("The metadata section is not valid: {0}")]
     Metadata(String),
@@ -135,6 +140,7 @@ impl<'a> Eif<'a> {
         };
         eif.check_section_counts()?;
         eif.metadata()?;
+        eif.pcr8()?;
         Ok(eif)
     }
 
@@ -185,9 +191,26 @@ impl<'a> Eif<'a> {
             .transpose()
     }
 
-    /// PCR0, PCR1 and PCR2 of the image.
+    /// PCR0, PCR1 and PCR2 of the image, and PCR8 if it is signed.
     pub fn measurements(&self) -> Measurements {
-        measure(self.kernel(), self.cmdline(), self.ramdisks())
+        let mut measurements = measure(self.kernel(), self.cmdline(), self.ramdisks());
+        // parse() checked the signature section.
+        measurements.pcr8 = self.pcr8().ok().flatten();
+        measurements
+    }
+
+    /// The signatures in the signature section, if the image has one.
+    pub fn signatures(&self) -> Result<Option<Vec<PcrSignature>>, EifError> {
+        self.first(SectionType::Signature)
+            .map(|section| crate::signature::signatures(section).map_err(EifError::Signature))
+            .transpose()
+    }
+
+    /// PCR8: the measure of the signing certificate, if the image is signed.
+    pub fn pcr8(&self) -> Result<Option<Pcr>, EifError> {
+        self.first(SectionType::Signature)
+            .map(|section| crate::signature::pcr8(section).map_err(EifError::Signature))
+            .transpose()
     }
 
     fn of(&self, kind: SectionType) -> impl Iterator<Item = &'a [u8]> + '_ {
