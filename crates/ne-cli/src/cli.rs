@@ -194,6 +194,22 @@ enum Command {
     },
     /// Build an EIF from a kernel, a command line and ramdisks.
     BuildEif(BuildEifArgs),
+    /// Sign an EIF with a P-384 key and its certificate, as nitro-cli's sign-eif: PCR8
+    /// then measures the certificate, and describe-eif checks the signature.
+    SignEif {
+        /// The EIF (replaced by the signed one unless --output-file is given).
+        #[arg(long)]
+        eif_path: PathBuf,
+        /// The PEM X.509 certificate of the key.
+        #[arg(long, value_name = "FILE")]
+        signing_certificate: PathBuf,
+        /// The P-384 EC private key, PEM (PKCS#8 or SEC1).
+        #[arg(long, value_name = "FILE")]
+        private_key: PathBuf,
+        /// Write the signed image here instead.
+        #[arg(long, value_name = "FILE")]
+        output_file: Option<PathBuf>,
+    },
     /// Build a runnable EIF from a container's files and a command, with the project's
     /// kernel and init: no Docker daemon, no network; the same inputs give the same PCRs.
     BuildEnclave(BuildEnclaveArgs),
@@ -703,6 +719,18 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
             }
         }
         Command::DescribeEif { eif_path } => eif_cmds::describe(&eif_path).map(Some),
+        Command::SignEif {
+            eif_path,
+            signing_certificate,
+            private_key,
+            output_file,
+        } => eif_cmds::sign(
+            &eif_path,
+            &signing_certificate,
+            &private_key,
+            output_file.as_deref(),
+        )
+        .map(Some),
         Command::BuildEnclave(args) => {
             let source = match (args.rootfs, args.oci_archive) {
                 (Some(dir), _) => crate::build_enclave::Source::Rootfs(dir),
@@ -851,6 +879,7 @@ impl Command {
             | Command::DescribeEif { .. }
             | Command::BuildEif(_)
             | Command::BuildEnclave(_)
+            | Command::SignEif { .. }
             | Command::BuildInitramfs { .. }
             | Command::Explain { .. }
             | Command::Pcr { .. }

@@ -12,6 +12,54 @@ use crate::files::{open_regular, read_eif, read_regular, MAX_EIF_BYTES, MAX_INPU
 use crate::json::{BuiltJson, EifJson, MeasurementsJson, SectionJson};
 use crate::oci::{Node, Tree};
 
+/// `sign-eif`: signs the image at `eif_path` with `key` (P-384, PEM) of `certificate`
+/// (PEM), as nitro-cli's `sign-eif` does, replacing any signature; writes `output` (the
+/// image itself when `None`, replaced whole once the new one is written).
+pub fn sign(
+    eif_path: &Path,
+    certificate: &Path,
+    key: &Path,
+    output: Option<&Path>,
+) -> Result<Value> {
+    let bytes = read_eif(eif_path, MAX_EIF_BYTES)?;
+    let eif = Eif::parse(&bytes).map_err(|e| {
+        CliError::new(
+            Code::EifParsing,
+            format!("{} is not a valid EIF: {e}", eif_path.display()),
+        )
+    })?;
+    let pem = |path: &Path, what: &str| {
+        read_regular(path, MAX_CERTIFICATE_BYTES, Code::FileOperation, what)
+    };
+    let signed = eif
+        .signed(
+            &pem(certificate, "a PEM certificate")?,
+            &pem(key, "a PEM private key")?,
+        )
+        .map_err(|e| {
+            CliError::new(
+                Code::EifSigning,
+                format!("cannot sign {}: {e}", eif_path.display()),
+            )
+            .hint("give the P-384 EC private key (PEM) of the --signing-certificate")
+        })?;
+    let output = output.unwrap_or(eif_path);
+    let partial = output.with_extension("eif.partial");
+    std::fs::write(&partial, &signed)
+        .and_then(|()| std::fs::rename(&partial, output))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            CliError::new(
+                Code::FileOperation,
+                format!("cannot write {}: {e}", output.display()),
+            )
+        })?;
+    let measurements = Eif::parse(&signed)
+        .map(|eif| eif.measurements())
+        .map_err(|e| CliError::new(Code::EifSigning, format!("the signed image: {e}")))?;
+    Ok(json!({ "Path": output, "Measurements": MeasurementsJson::from(&measurements) }))
+}
+
 /// The largest signing certificate `pcr --signing-certificate` reads.
 const MAX_CERTIFICATE_BYTES: u64 = 1 << 20;
 
@@ -137,6 +185,7 @@ pub fn describe(path: &Path) -> Result<Value> {
         measurements: MeasurementsJson::from(&eif.measurements()),
         is_signed: eif.is_signed(),
         check_crc: true,
+        sign_check: eif.signature_check().map(|check| check.unwrap_or(false)),
         arm_kernel: eif.is_arm64(),
         size: bytes.len() as u64,
         sections: eif

@@ -49,11 +49,13 @@ pub enum Code {
     EifBuilding,
     /// E58: the enclave name cannot be used.
     EnclaveNaming,
+    /// E60: the EIF could not be signed.
+    EifSigning,
 }
 
 impl Code {
     /// Every code, for `nectl explain`.
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 21] = [
         Code::InvalidArgument,
         Code::FileOperation,
         Code::InvalidCpuConfiguration,
@@ -74,6 +76,7 @@ impl Code {
         Code::ConsoleConnection,
         Code::EifBuilding,
         Code::EnclaveNaming,
+        Code::EifSigning,
     ];
 
     /// The code as printed, e.g. `E26` (the same as nitro-cli's).
@@ -99,6 +102,7 @@ impl Code {
             Code::ConsoleConnection => "E44",
             Code::EifBuilding => "E48",
             Code::EnclaveNaming => "E58",
+            Code::EifSigning => "E60",
         }
     }
 
@@ -124,6 +128,7 @@ impl Code {
             Code::NoSuchEnclave => "No enclave has the ID or name given. `nectl describe-enclaves` lists them.",
             Code::ConsoleConnection => "The enclave's console cannot be reached. Only enclaves started with --debug-mode have one, served by the hypervisor at CID 0, port 10000 + the enclave's CID.",
             Code::EifBuilding => "The EIF could not be built from the kernel, command line and ramdisks given.",
+            Code::EifSigning => "The EIF could not be signed: the private key must be the P-384 EC key (PEM, PKCS#8 or SEC1) of the --signing-certificate (PEM X.509).",
             Code::EnclaveNaming => "The --enclave-name cannot be used: it is empty, longer than 128 characters, or holds control characters (newlines, tabs, terminal escapes). A name another enclave has is not an error: the new one gets a suffix (_1, _2, …), as with nitro-cli.",
         }
     }

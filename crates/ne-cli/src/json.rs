@@ -139,6 +139,9 @@ pub struct EifJson {
     /// Whether the CRC matched (it always does: a mismatch is an error).
     #[serde(rename = "CheckCRC")]
     pub check_crc: bool,
+    /// For a signed image: whether its certificate's key signed its PCR0.
+    #[serde(rename = "SignatureCheck", skip_serializing_if = "Option::is_none")]
+    pub sign_check: Option<bool>,
     /// Whether the kernel is for arm64.
     #[serde(rename = "ArmKernel")]
     pub arm_kernel: bool,

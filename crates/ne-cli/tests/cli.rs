@@ -667,6 +667,70 @@ mod tests {
     }
 
     #[test]
+    fn test_sign_eif_signs_pcr0_and_describe_eif_checks_the_signature() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ne-eif/tests/fixtures");
+        let certificate = fixtures.join("signing-cert.pem");
+        let key = fixtures.join("signing-key.pem");
+        let sandbox = Sandbox::new();
+        let (eif, built) = sandbox.eif("tosign");
+        let signed = sandbox.json(&[
+            "sign-eif",
+            "--eif-path",
+            path(&eif),
+            "--signing-certificate",
+            path(&certificate),
+            "--private-key",
+            path(&key),
+        ]);
+        assert_eq!(
+            signed["Measurements"]["PCR0"], built["PCR0"],
+            "signing leaves PCR0"
+        );
+        let described = sandbox.json(&["describe-eif", "--eif-path", path(&eif)]);
+        assert_eq!(described["IsSigned"], true);
+        assert_eq!(described["SignatureCheck"], true);
+        assert_eq!(
+            described["Measurements"]["PCR8"],
+            sandbox.json(&["pcr", "--signing-certificate", path(&certificate)])["PCR8"]
+        );
+        // Signed again, the image keeps one signature.
+        sandbox.json(&[
+            "sign-eif",
+            "--eif-path",
+            path(&eif),
+            "--signing-certificate",
+            path(&certificate),
+            "--private-key",
+            path(&key),
+        ]);
+        let sections =
+            sandbox.json(&["describe-eif", "--eif-path", path(&eif)])["Sections"].clone();
+        let signatures = sections
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["Type"] == "signature")
+            .count();
+        assert_eq!(signatures, 1, "{sections}");
+        // A key that is not the certificate's is refused, and the image is untouched.
+        let before = std::fs::read(&eif).unwrap();
+        let stderr = sandbox.fails(
+            &[
+                "sign-eif",
+                "--eif-path",
+                path(&eif),
+                "--signing-certificate",
+                path(&certificate),
+                "--private-key",
+                path(&certificate),
+            ],
+            "E60",
+        );
+        assert!(stderr.contains("private key"), "{stderr}");
+        assert_eq!(std::fs::read(&eif).unwrap(), before);
+    }
+
+    #[test]
     fn test_memory_that_is_not_whole_hugepages_is_rounded_up_as_nitro_cli_does() {
         let sandbox = Sandbox::new();
         let (eif, _) = sandbox.eif("odd");

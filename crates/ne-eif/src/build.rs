@@ -79,34 +79,19 @@ impl EifBuilder {
             sections.push((SectionType::Signature, signature));
         }
 
-        let mut header = Header {
-            version: VERSION,
-            flags: self.flags,
-            default_mem: DEFAULT_MEM,
-            default_cpus: DEFAULT_CPUS,
-            num_sections: u16::try_from(sections.len()).unwrap_or(u16::MAX),
-            section_offsets: [0; MAX_SECTIONS],
-            section_sizes: [0; MAX_SECTIONS],
-            crc32: 0,
-        };
-        let mut body = Vec::new();
-        let slots = header
-            .section_offsets
-            .iter_mut()
-            .zip(header.section_sizes.iter_mut());
-        for ((offset, size), (kind, data)) in slots.zip(sections.iter()) {
-            *offset = (HEADER_SIZE + body.len()) as u64;
-            *size = data.len() as u64;
-            body.extend_from_slice(&section_header(*kind, data.len() as u64));
-            body.extend_from_slice(data);
-        }
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&header.encode()[..HEADER_SIZE - 4]);
-        crc.update(&body);
-        header.crc32 = crc.finalize();
-
-        let mut image = header.encode().to_vec();
-        image.extend_from_slice(&body);
+        let image = assemble(
+            Header {
+                version: VERSION,
+                flags: self.flags,
+                default_mem: DEFAULT_MEM,
+                default_cpus: DEFAULT_CPUS,
+                num_sections: 0,
+                section_offsets: [0; MAX_SECTIONS],
+                section_sizes: [0; MAX_SECTIONS],
+                crc32: 0,
+            },
+            &sections,
+        );
         let mut measurements = measure(
             &self.kernel,
             self.cmdline.as_bytes(),
@@ -118,4 +103,34 @@ impl EifBuilder {
         }
         Ok((image, measurements))
     }
+}
+
+/// The file of `sections`, in order, under a header like `template` (its version, flags
+/// and defaults; the table and CRC are computed).
+pub(crate) fn assemble(template: Header, sections: &[(SectionType, &[u8])]) -> Vec<u8> {
+    let mut header = Header {
+        num_sections: u16::try_from(sections.len()).unwrap_or(u16::MAX),
+        section_offsets: [0; MAX_SECTIONS],
+        section_sizes: [0; MAX_SECTIONS],
+        crc32: 0,
+        ..template
+    };
+    let mut body = Vec::new();
+    let slots = header
+        .section_offsets
+        .iter_mut()
+        .zip(header.section_sizes.iter_mut());
+    for ((offset, size), (kind, data)) in slots.zip(sections.iter()) {
+        *offset = (HEADER_SIZE + body.len()) as u64;
+        *size = data.len() as u64;
+        body.extend_from_slice(&section_header(*kind, data.len() as u64));
+        body.extend_from_slice(data);
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&header.encode()[..HEADER_SIZE - 4]);
+    crc.update(&body);
+    header.crc32 = crc.finalize();
+    let mut image = header.encode().to_vec();
+    image.extend_from_slice(&body);
+    image
 }

@@ -206,6 +206,30 @@ impl<'a> Eif<'a> {
             .transpose()
     }
 
+    /// Whether the image's signature verifies (its certificate's key signed its PCR0);
+    /// `None` if it is not signed, `Err` if the signature cannot be checked at all.
+    pub fn signature_check(&self) -> Option<Result<bool, String>> {
+        let section = self.first(SectionType::Signature)?;
+        Some(crate::signature::verify(section, &self.measurements().pcr0))
+    }
+
+    /// The image signed with the P-384 key `key_pem` (PEM) of the certificate
+    /// `certificate_pem`, as nitro-cli's `sign-eif` signs: the same sections and header,
+    /// any old signature replaced by one over PCR0 (which a signature does not change).
+    pub fn signed(&self, certificate_pem: &[u8], key_pem: &[u8]) -> Result<Vec<u8>, EifError> {
+        let pcr0 = self.measurements().pcr0;
+        let section =
+            crate::signature::sign(&pcr0, certificate_pem, key_pem).map_err(EifError::Signature)?;
+        let mut sections: Vec<(SectionType, &[u8])> = self
+            .sections
+            .iter()
+            .filter(|section| section.kind != SectionType::Signature)
+            .map(|section| (section.kind, section.data))
+            .collect();
+        sections.push((SectionType::Signature, &section));
+        Ok(crate::build::assemble(self.header.clone(), &sections))
+    }
+
     /// PCR8: the measure of the signing certificate, if the image is signed.
     pub fn pcr8(&self) -> Result<Option<Pcr>, EifError> {
         self.first(SectionType::Signature)

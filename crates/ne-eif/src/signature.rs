@@ -36,6 +36,109 @@ pub fn signature_section(signatures: &[PcrSignature]) -> Vec<u8> {
     bytes
 }
 
+/// What a PCR signature signs: the register's index and value (CBOR, byte strings as
+/// arrays of integers, as nitro-cli writes it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct PcrInfo {
+    register_index: i32,
+    register_value: Vec<u8>,
+}
+
+/// Signs `pcr0` with the P-384 key `key_pem` (SEC1 or PKCS#8 PEM) whose certificate is
+/// `certificate_pem`: a signature section as nitro-cli's `sign-eif` writes one (a
+/// COSE_Sign1, ES384, over PCR0's index and value).
+pub(crate) fn sign(pcr0: &Pcr, certificate_pem: &[u8], key_pem: &[u8]) -> Result<Vec<u8>, String> {
+    use p384::ecdsa::signature::Signer;
+    use p384::pkcs8::DecodePrivateKey;
+    let certificate = public_key(certificate_pem)?;
+    let text = std::str::from_utf8(key_pem).map_err(|_| "the private key is not PEM text")?;
+    let secret = p384::SecretKey::from_pkcs8_pem(text)
+        .or_else(|_| p384::SecretKey::from_sec1_pem(text))
+        .map_err(|_| "the private key is not a P-384 EC key in PEM (PKCS#8 or SEC1)")?;
+    let key = p384::ecdsa::SigningKey::from(secret);
+    if *key.verifying_key() != certificate {
+        return Err("the private key is not the certificate's".to_owned());
+    }
+    let mut payload = Vec::new();
+    ciborium::into_writer(
+        &PcrInfo {
+            register_index: 0,
+            register_value: pcr0.0.to_vec(),
+        },
+        &mut payload,
+    )
+    .map_err(|e| e.to_string())?;
+    let protected = coset::HeaderBuilder::new()
+        .algorithm(coset::iana::Algorithm::ES384)
+        .build();
+    let sign1 = coset::CoseSign1Builder::new()
+        .protected(protected)
+        .payload(payload)
+        .create_signature(&[], |tbs| {
+            let signature: p384::ecdsa::Signature = key.sign(tbs);
+            signature.to_bytes().to_vec()
+        })
+        .build();
+    // Untagged, as nitro-cli writes it.
+    let cose = coset::CborSerializable::to_vec(sign1).map_err(|e| e.to_string())?;
+    Ok(signature_section(&[PcrSignature {
+        signing_certificate: certificate_pem.to_vec(),
+        signature: cose,
+    }]))
+}
+
+/// Whether the section's PCR0 signature verifies: a COSE_Sign1 (ES384) by the key of its
+/// certificate whose payload is PCR0's index and `pcr0`. `Err` says why it cannot be
+/// checked at all.
+pub(crate) fn verify(section: &[u8], pcr0: &Pcr) -> Result<bool, String> {
+    use coset::{CborSerializable, TaggedCborSerializable};
+    use p384::ecdsa::signature::Verifier;
+    let signatures = signatures(section)?;
+    let first = signatures.first().ok_or("it signs nothing")?;
+    let key = public_key(&first.signing_certificate)?;
+    let sign1 = coset::CoseSign1::from_slice(&first.signature)
+        .or_else(|_| coset::CoseSign1::from_tagged_slice(&first.signature))
+        .map_err(|e| format!("the signature is not a COSE_Sign1: {e}"))?;
+    let algorithm = sign1.protected.header.alg.clone();
+    if algorithm
+        != Some(coset::RegisteredLabelWithPrivate::Assigned(
+            coset::iana::Algorithm::ES384,
+        ))
+    {
+        return Err(format!(
+            "the signature's algorithm is {algorithm:?}, not ES384"
+        ));
+    }
+    let signed = sign1
+        .verify_signature(&[], |signature, tbs| {
+            let signature = p384::ecdsa::Signature::from_slice(signature).map_err(|_| ())?;
+            key.verify(tbs, &signature).map_err(|_| ())
+        })
+        .is_ok();
+    let payload: Option<PcrInfo> = sign1
+        .payload
+        .as_deref()
+        .and_then(|payload| ciborium::from_reader(payload).ok());
+    let matches = payload.is_some_and(|info| {
+        info.register_index == 0 && info.register_value.as_slice() == pcr0.0.as_slice()
+    });
+    Ok(signed && matches)
+}
+
+/// The P-384 public key of a PEM certificate.
+fn public_key(certificate_pem: &[u8]) -> Result<p384::ecdsa::VerifyingKey, String> {
+    use x509_cert::der::DecodePem;
+    let certificate = x509_cert::Certificate::from_pem(certificate_pem)
+        .map_err(|e| format!("not a PEM X.509 certificate: {e}"))?;
+    let key = certificate
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    p384::ecdsa::VerifyingKey::from_sec1_bytes(key)
+        .map_err(|_| "the certificate's key is not a P-384 EC key".to_owned())
+}
+
 /// A PEM X.509 certificate's DER encoding.
 pub fn certificate_der(pem: &[u8]) -> Result<Vec<u8>, String> {
     use x509_cert::der::{DecodePem, Encode};
@@ -88,6 +191,38 @@ mod tests {
         let key = b"signing_certificate";
         let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
         assert_eq!(&bytes[at..at + 3], &[0x82, 0x18, 0x41]);
+    }
+
+    const KEY: &str = include_str!("../tests/fixtures/signing-key.pem");
+
+    fn pcr(byte: u8) -> Pcr {
+        Pcr([byte; crate::measure::PCR_BYTES])
+    }
+
+    #[test]
+    fn test_a_signature_verifies_against_its_pcr0_only() {
+        let section = sign(&pcr(7), CERTIFICATE.as_bytes(), KEY.as_bytes()).unwrap();
+        assert_eq!(verify(&section, &pcr(7)), Ok(true));
+        assert_eq!(verify(&section, &pcr(8)), Ok(false), "another image's PCR0");
+        assert_eq!(pcr8(&section).unwrap().to_string(), CERTIFICATE_PCR8);
+    }
+
+    #[test]
+    fn test_a_tampered_signature_does_not_verify() {
+        let mut section = sign(&pcr(7), CERTIFICATE.as_bytes(), KEY.as_bytes()).unwrap();
+        let mut signatures = signatures(&section).unwrap();
+        let last = signatures[0].signature.len() - 1;
+        signatures[0].signature[last] ^= 1;
+        section = signature_section(&signatures);
+        assert_eq!(verify(&section, &pcr(7)), Ok(false));
+    }
+
+    #[test]
+    fn test_a_key_that_is_not_the_certificates_is_refused() {
+        let other = p384::SecretKey::from_slice(&[0x11; 48]).unwrap();
+        let pem = p384::pkcs8::EncodePrivateKey::to_pkcs8_pem(&other, Default::default()).unwrap();
+        let error = sign(&pcr(7), CERTIFICATE.as_bytes(), pem.as_bytes()).unwrap_err();
+        assert!(error.contains("not the certificate's"), "{error}");
     }
 
     #[test]
