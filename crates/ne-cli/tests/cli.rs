@@ -730,6 +730,109 @@ mod tests {
         assert_eq!(std::fs::read(&eif).unwrap(), before);
     }
 
+    /// An OCI image layout archive: one gzip layer of `files` and a config running
+    /// `command`, as `skopeo copy … oci-archive:` writes one.
+    fn oci_archive(files: &[(&str, &[u8])], command: &[&str]) -> Vec<u8> {
+        use sha2::Digest;
+        use std::io::Write;
+        let tar = |entries: &[(&str, &[u8])]| {
+            let mut builder = tar::Builder::new(Vec::new());
+            for (path, data) in entries {
+                let mut header = tar::Header::new_gnu();
+                header.set_mode(0o755);
+                header.set_size(data.len() as u64);
+                builder.append_data(&mut header, path, *data).unwrap();
+            }
+            builder.into_inner().unwrap()
+        };
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar(files)).unwrap();
+        let layer = gz.finish().unwrap();
+        let config = serde_json::json!({ "config": { "Entrypoint": command } }).to_string();
+        let digest = |bytes: &[u8]| format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "config": { "digest": digest(config.as_bytes()) },
+            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(&layer) }],
+        })
+        .to_string();
+        let index = serde_json::json!({ "schemaVersion": 2, "manifests": [{ "digest": digest(manifest.as_bytes()) }] })
+            .to_string();
+        let blob = |bytes: &[u8]| format!("blobs/sha256/{}", &digest(bytes)[7..]);
+        let (layer_path, config_path, manifest_path) = (
+            blob(&layer),
+            blob(config.as_bytes()),
+            blob(manifest.as_bytes()),
+        );
+        tar(&[
+            ("index.json", index.as_bytes()),
+            (&layer_path, &layer),
+            (&config_path, config.as_bytes()),
+            (&manifest_path, manifest.as_bytes()),
+        ])
+    }
+
+    #[test]
+    fn test_build_enclave_reads_an_oci_archive_without_a_daemon() {
+        let sandbox = Sandbox::new();
+        let archive = sandbox.path("app.tar");
+        std::fs::write(
+            &archive,
+            oci_archive(&[("usr/bin/app", b"the app")], &["/usr/bin/app", "--serve"]),
+        )
+        .unwrap();
+        let kernel = sandbox.path("bzImage");
+        std::fs::write(&kernel, vec![0x4b; 4096]).unwrap();
+        let init = sandbox.path("ne-init");
+        std::fs::write(&init, elf(false)).unwrap();
+        let modules = sandbox.path("modules");
+        std::fs::create_dir_all(&modules).unwrap();
+        for module in [
+            "vsock.ko",
+            "vmw_vsock_virtio_transport_common.ko",
+            "vmw_vsock_virtio_transport.ko",
+        ] {
+            std::fs::write(modules.join(module), module).unwrap();
+        }
+        let output = sandbox.path("app.eif");
+        let built = sandbox.json(&[
+            "build-enclave",
+            "--oci-archive",
+            path(&archive),
+            "--output-file",
+            path(&output),
+            "--kernel",
+            path(&kernel),
+            "--init",
+            path(&init),
+            "--modules",
+            path(&modules),
+        ]);
+        assert_eq!(
+            built["Command"],
+            serde_json::json!(["/usr/bin/app", "--serve"])
+        );
+        let described = sandbox.json(&["describe-eif", "--eif-path", path(&output)]);
+        assert_eq!(described["Measurements"], built["Measurements"]);
+        let stderr = sandbox.fails(
+            &[
+                "build-enclave",
+                "--oci-archive",
+                path(&kernel),
+                "--output-file",
+                path(&output),
+                "--kernel",
+                path(&kernel),
+                "--init",
+                path(&init),
+                "--modules",
+                path(&modules),
+            ],
+            "E48",
+        );
+        assert!(stderr.contains("cannot read the image"), "{stderr}");
+    }
+
     #[test]
     fn test_memory_that_is_not_whole_hugepages_is_rounded_up_as_nitro_cli_does() {
         let sandbox = Sandbox::new();
