@@ -152,12 +152,9 @@ impl Tree {
         let mut archive = tar::Archive::new(layer);
         for entry in archive.entries().map_err(tar_error)? {
             let mut entry = entry.map_err(tar_error)?;
-            let raw = entry
-                .path()
-                .map_err(tar_error)?
-                .to_string_lossy()
-                .into_owned();
-            let Some(path) = clean(&raw)? else { continue };
+            let Some(path) = entry_path(&entry, what)? else {
+                continue;
+            };
             let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
             if name == ".wh..wh..opq" {
                 self.empty(dir);
@@ -176,13 +173,7 @@ impl Tree {
             let node = match entry.header().entry_type() {
                 tar::EntryType::Directory => Node::Dir(mode),
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let mut data = Vec::new();
-                    entry
-                        .by_ref()
-                        .take(MAX_IMAGE_BYTES + 1)
-                        .read_to_end(&mut data)
-                        .map_err(tar_error)?;
-                    Node::File(mode, data)
+                    Node::File(mode, entry_data(&mut entry, what)?)
                 }
                 tar::EntryType::Symlink => {
                     let target = entry.link_name().map_err(tar_error)?.unwrap_or_default();
@@ -208,6 +199,28 @@ impl Tree {
         }
         Ok(())
     }
+}
+
+/// A tar entry's path, cleaned ([`clean`]).
+fn entry_path<R: Read>(entry: &tar::Entry<'_, R>, what: &str) -> Result<Option<String>, OciError> {
+    let raw = entry.path().map_err(|source| OciError::Tar {
+        what: what.to_owned(),
+        source,
+    })?;
+    clean(&raw.to_string_lossy())
+}
+
+/// A tar entry's contents, no more than the image may hold.
+fn entry_data<R: Read>(entry: &mut tar::Entry<'_, R>, what: &str) -> Result<Vec<u8>, OciError> {
+    let mut data = Vec::new();
+    entry
+        .take(MAX_IMAGE_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(|source| OciError::Tar {
+            what: what.to_owned(),
+            source,
+        })?;
+    Ok(data)
 }
 
 /// A tar entry's path, relative and `/`-separated; `None` for the root itself.
@@ -455,18 +468,10 @@ fn archive_files(archive: impl Read, what: &str) -> Result<Files, OciError> {
         ) {
             continue;
         }
-        let raw = entry
-            .path()
-            .map_err(tar_error)?
-            .to_string_lossy()
-            .into_owned();
-        let Some(path) = clean(&raw)? else { continue };
-        let mut data = Vec::new();
-        entry
-            .by_ref()
-            .take(MAX_IMAGE_BYTES + 1)
-            .read_to_end(&mut data)
-            .map_err(tar_error)?;
+        let Some(path) = entry_path(&entry, what)? else {
+            continue;
+        };
+        let data = entry_data(&mut entry, what)?;
         total += data.len() as u64;
         if total > MAX_IMAGE_BYTES {
             return Err(OciError::TooLarge);

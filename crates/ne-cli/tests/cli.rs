@@ -569,13 +569,9 @@ mod tests {
         elf
     }
 
-    #[test]
-    fn test_build_enclave_makes_the_same_pcrs_from_the_same_root_without_docker() {
-        let sandbox = Sandbox::new();
-        let root = sandbox.path("root");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::write(root.join("bin/app"), b"the application").unwrap();
-        std::os::unix::fs::symlink("app", root.join("bin/alias")).unwrap();
+    /// What build-enclave puts around an application, in the sandbox: a kernel, a static
+    /// init and the vsock modules (stand-ins: the image is built, not booted).
+    fn enclave_parts(sandbox: &Sandbox) -> (PathBuf, PathBuf, PathBuf) {
         let kernel = sandbox.path("bzImage");
         std::fs::write(&kernel, vec![0x4b; 4096]).unwrap();
         let init = sandbox.path("ne-init");
@@ -589,6 +585,17 @@ mod tests {
         ] {
             std::fs::write(modules.join(module), module).unwrap();
         }
+        (kernel, init, modules)
+    }
+
+    #[test]
+    fn test_build_enclave_makes_the_same_pcrs_from_the_same_root_without_docker() {
+        let sandbox = Sandbox::new();
+        let root = sandbox.path("root");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/app"), b"the application").unwrap();
+        std::os::unix::fs::symlink("app", root.join("bin/alias")).unwrap();
+        let (kernel, init, modules) = enclave_parts(&sandbox);
         let build = |output: &Path, init: &Path| {
             vec![
                 "build-enclave".to_owned(),
@@ -781,19 +788,7 @@ mod tests {
             oci_archive(&[("usr/bin/app", b"the app")], &["/usr/bin/app", "--serve"]),
         )
         .unwrap();
-        let kernel = sandbox.path("bzImage");
-        std::fs::write(&kernel, vec![0x4b; 4096]).unwrap();
-        let init = sandbox.path("ne-init");
-        std::fs::write(&init, elf(false)).unwrap();
-        let modules = sandbox.path("modules");
-        std::fs::create_dir_all(&modules).unwrap();
-        for module in [
-            "vsock.ko",
-            "vmw_vsock_virtio_transport_common.ko",
-            "vmw_vsock_virtio_transport.ko",
-        ] {
-            std::fs::write(modules.join(module), module).unwrap();
-        }
+        let (kernel, init, modules) = enclave_parts(&sandbox);
         let output = sandbox.path("app.eif");
         let built = sandbox.json(&[
             "build-enclave",
