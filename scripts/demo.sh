@@ -14,6 +14,8 @@ say() { printf '\n== %s\n' "$*"; }
 
 say "building the hello enclave (provisions QEMU and the kernel on first use)"
 eif=$(scripts/build-hello.sh)
+echo "built by scripts/build-hello.sh with nectl build-enclave, no Docker: a root holding"
+echo "/hello, the kit's kernel and vsock modules, and a static ne-init; it stays in $eif"
 nectl=$PWD/target/debug/nectl
 work=$(mktemp -d)
 export NECTL_SOCKET=$work/parent.sock

@@ -18,11 +18,14 @@ pub trait Bar: Send + Sync {
 }
 
 /// Counts the MSI-X messages the device raised, per vector, and lets the driver wait for
-/// the next one: the part of an interrupt handler that wakes a waiter.
+/// the next one: the part of an interrupt handler that wakes a waiter. Each vector wakes
+/// only its own waiters: a reply must not wake the event worker (which would then contend
+/// with the requester for the lock), as Linux's two handlers do not wake each other.
 #[derive(Debug, Default)]
 pub struct Vectors {
     counts: Mutex<VectorCounts>,
-    raised: Condvar,
+    reply_raised: Condvar,
+    event_raised: Condvar,
 }
 
 /// How many times each vector was raised, and whether waiters should give up.
@@ -59,7 +62,15 @@ impl Vectors {
             MsixVector::Reply => counts.reply += 1,
             MsixVector::Event => counts.event += 1,
         }
-        self.raised.notify_all();
+        drop(counts);
+        self.raised(vector).notify_all();
+    }
+
+    fn raised(&self, vector: MsixVector) -> &Condvar {
+        match vector {
+            MsixVector::Reply => &self.reply_raised,
+            MsixVector::Event => &self.event_raised,
+        }
     }
 
     /// The counts so far.
@@ -70,7 +81,8 @@ impl Vectors {
     /// Wakes every waiter for good.
     pub fn close(&self) {
         self.lock().closed = true;
-        self.raised.notify_all();
+        self.reply_raised.notify_all();
+        self.event_raised.notify_all();
     }
 
     /// Waits until `vector` has been raised more than `seen` times, the latch is closed, or
@@ -81,21 +93,18 @@ impl Vectors {
         seen: u64,
         deadline: Option<Instant>,
     ) -> VectorCounts {
+        let raised = self.raised(vector);
         let mut counts = self.lock();
         while counts.of(vector) <= seen && !counts.closed {
             match deadline {
                 None => {
-                    counts = self
-                        .raised
-                        .wait(counts)
-                        .unwrap_or_else(PoisonError::into_inner);
+                    counts = raised.wait(counts).unwrap_or_else(PoisonError::into_inner);
                 }
                 Some(deadline) => {
                     let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                         break;
                     };
-                    counts = self
-                        .raised
+                    counts = raised
                         .wait_timeout(counts, left)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
