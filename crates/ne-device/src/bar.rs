@@ -38,6 +38,7 @@ impl Area {
         Area::MsixPba,
     ];
 
+    #[inline]
     fn range(self) -> Range<u64> {
         match self {
             Area::Register(register) => register.range(),
@@ -49,6 +50,7 @@ impl Area {
 
 /// Where an access and an area overlap: the byte offset inside the area, and the indices
 /// of the access's buffer that fall on it.
+#[inline]
 fn overlap(area: Range<u64>, access: &Range<u64>) -> Option<(usize, Range<usize>)> {
     let start = area.start.max(access.start);
     let end = area.end.min(access.end);
