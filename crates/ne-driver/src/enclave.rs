@@ -157,10 +157,13 @@ impl<B: Bar + 'static> Enclave<B> {
         if !memory.access_ok(addr, size) {
             return Err(NeError::InvalidMemRegionAddr.into());
         }
+        // The regions never overlap one another, so only the last one starting before
+        // `end` can overlap [addr, end): one lookup, not a walk of every region.
         if inner
             .user_regions
-            .iter()
-            .any(|&(start, stop)| addr < stop && end > start)
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, &stop)| stop > addr)
         {
             return Err(NeError::MemRegionAlreadyUsed.into());
         }
@@ -168,7 +171,7 @@ impl<B: Bar + 'static> Enclave<B> {
         if inner.nr_mem_regions + runs.len() as u64 > inner.max_mem_regions {
             return Err(NeError::MemMaxRegions.into());
         }
-        inner.user_regions.push((addr, end));
+        inner.user_regions.insert(addr, end);
         for run in runs {
             let req = SlotAddMemReq {
                 slot_uid: U64::new(inner.slot_uid),
