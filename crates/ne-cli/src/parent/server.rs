@@ -67,7 +67,9 @@ struct Server<P: ParentInstance> {
 /// Runs the parent process on `socket` until a `Stop` request. Fails if another parent
 /// already answers there.
 pub fn serve(socket: &Path, spec: HostSpec) -> Result<()> {
-    let (listener, _lock) = bind(socket)?;
+    // The parent is built before the socket listens: a client that finds the socket must
+    // never reach a process that is about to fail (it would see its connection reset
+    // rather than the cause, which the starting client reads from this process's log).
     match spec {
         HostSpec::Emulated(config) => {
             let parent = Parent::new(config).map_err(|e| {
@@ -76,6 +78,7 @@ pub fn serve(socket: &Path, spec: HostSpec) -> Result<()> {
                     format!("cannot build the emulated parent: {}", chain(&e)),
                 )
             })?;
+            let (listener, _lock) = bind(socket)?;
             run(listener, socket, parent)
         }
         HostSpec::Kernel(path) => {
@@ -88,6 +91,7 @@ pub fn serve(socket: &Path, spec: HostSpec) -> Result<()> {
                     "is the nitro_enclaves module loaded, and are you allowed to open the device?",
                 )
             })?;
+            let (listener, _lock) = bind(socket)?;
             run(listener, socket, parent)
         }
     }
