@@ -213,13 +213,27 @@ impl Server {
         let handle = Arc::new(handle);
         let busy = Arc::new(busy);
         let active = Arc::new(AtomicUsize::new(0));
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        for stream in self.listener.incoming() {
-            if stop_rx.try_recv().is_ok() {
+        // A stop wakes the accept loop through a socket pair, not by connecting to the
+        // listener's path: the client that asked for the stop may already have removed it.
+        let (stop_rx, stop_tx) = match UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!("cannot serve: no socket pair for the stop signal: {e}");
                 return;
             }
-            let stream = match stream {
-                Ok(stream) => stream,
+        };
+        if let Err(e) = self.listener.set_nonblocking(true) {
+            tracing::warn!("cannot serve: {e}");
+            return;
+        }
+        loop {
+            match wait_readable(&self.listener, &stop_rx) {
+                Ready::Stop => return,
+                Ready::Listener => {}
+            }
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     // Out of fds, most likely: wait for connections to end, do not spin.
                     tracing::warn!("accept failed: {e}");
@@ -227,6 +241,9 @@ impl Server {
                     continue;
                 }
             };
+            // Accepted sockets do not inherit the listener's non-blocking mode on Linux;
+            // make sure, as the connection's reads rely on their timeouts.
+            let _ = stream.set_nonblocking(false);
             if active.fetch_add(1, Ordering::SeqCst) >= self.limits.max_connections {
                 active.fetch_sub(1, Ordering::SeqCst);
                 let _ = stream.set_write_timeout(Some(self.limits.timeout));
@@ -236,25 +253,50 @@ impl Server {
             let handle = Arc::clone(&handle);
             let active_now = Arc::clone(&active);
             let limits = self.limits;
-            let stop_tx = stop_tx.clone();
+            let Ok(mut stop_tx) = stop_tx.try_clone() else {
+                active.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            };
             let spawned = thread::Builder::new()
                 .name("ne-jsonl".to_owned())
                 .spawn(move || {
                     let stop = serve_connection(&stream, &limits, handle.as_ref());
                     active_now.fetch_sub(1, Ordering::SeqCst);
                     if stop {
-                        let _ = stop_tx.send(());
-                        // Wake the accept loop so it sees the stop.
-                        if let Ok(addr) = stream.local_addr() {
-                            if let Some(path) = addr.as_pathname() {
-                                let _ = UnixStream::connect(path);
-                            }
-                        }
+                        let _ = stop_tx.write_all(&[1]);
                     }
                 });
             if let Err(e) = spawned {
                 tracing::warn!("cannot start a connection thread: {e}");
                 active.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// What woke the accept loop.
+enum Ready {
+    /// A connection waits (or the wait failed: accept will say).
+    Listener,
+    /// A handler answered [`Outcome::Stop`].
+    Stop,
+}
+
+/// Waits until a connection waits on `listener` or a stop arrives on `stop`.
+fn wait_readable(listener: &UnixListener, stop: &UnixStream) -> Ready {
+    use rustix::event::{poll, PollFd, PollFlags};
+    loop {
+        let mut fds = [
+            PollFd::new(listener, PollFlags::IN),
+            PollFd::new(stop, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) if !fds[1].revents().is_empty() => return Ready::Stop,
+            Ok(_) => return Ready::Listener,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                tracing::warn!("poll failed: {e}");
+                thread::sleep(Duration::from_millis(50));
             }
         }
     }
@@ -322,6 +364,31 @@ mod tests {
 
     fn echo(path: &Path, text: &str) -> Result<Result<String, String>, CallError> {
         call(path, &text, Duration::from_secs(5), &Limits::default())
+    }
+
+    #[test]
+    fn test_a_stop_ends_the_server_even_when_its_socket_path_is_gone() {
+        // As when the client that stopped a parent removes its directory at once.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let server = Server::new(UnixListener::bind(&path).unwrap(), Limits::default());
+        let (ended_tx, ended) = std::sync::mpsc::channel();
+        let gone = path.clone();
+        thread::spawn(move || {
+            server.run(
+                move |_: Result<String, String>| {
+                    let _ = std::fs::remove_file(&gone);
+                    (Ok::<String, String>("stopping".to_owned()), Outcome::Stop)
+                },
+                Err("busy".to_owned()),
+            );
+            let _ = ended_tx.send(());
+        });
+        assert_eq!(echo(&path, "stop").unwrap(), Ok("stopping".to_owned()));
+        assert!(
+            ended.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "the server still accepts after a stop"
+        );
     }
 
     #[test]
