@@ -1022,5 +1022,33 @@ mod tests {
             3,
             "one parent holds all three"
         );
+        // The parents that lost the race are gone: once the winner stops, none is left
+        // to take the socket over.
+        sandbox.json(&["parent", "stop"]);
+        let socket = sandbox.socket();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !parents_on(&socket).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "parents left on the socket: {:?}",
+                parents_on(&socket)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The `nectl parent run` processes serving `socket`.
+    fn parents_on(socket: &Path) -> Vec<u32> {
+        let wanted = format!("--socket\0{}\0", socket.display());
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+                (cmdline.contains("parent\0run") && cmdline.contains(&wanted)).then_some(pid)
+            })
+            .collect()
     }
 }

@@ -5,7 +5,7 @@ use std::fs::OpenOptions;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -93,6 +93,7 @@ fn spawn_parent(socket: &Path, start: ParentStart) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
         if UnixStream::connect(socket).is_ok() {
+            end_unless_owner(socket, &mut child);
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -127,7 +128,22 @@ fn spawn_parent(socket: &Path, start: ParentStart) -> Result<()> {
         }
         thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     Err(unreachable(socket, "it did not start listening in time"))
+}
+
+/// Ends `child` if another parent answers on `socket`: two `nectl`s that start a parent at
+/// the same moment each spawn one, and the loser, if it were slow to reach the socket's
+/// lock, could take the socket over once the winner stops — a parent nobody knows of.
+fn end_unless_owner(socket: &Path, child: &mut Child) {
+    let owner = call(socket, &Request::Status, None)
+        .ok()
+        .and_then(|status| status.get("ProcessID").and_then(Value::as_u64));
+    if owner.is_some_and(|pid| pid != u64::from(child.id())) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 /// What the log at `path` gained after `start` bytes (at most the last 4 KiB).
