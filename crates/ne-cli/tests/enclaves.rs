@@ -573,14 +573,26 @@ mod tests {
             (uid, heartbeat)
         }
 
+        /// `nectl serve` with the VM backend and a guest whose RAM holds the hello image,
+        /// and the image; `None` when the image is not built (the module's skip says so).
+        fn hello_guest() -> Option<(Server, Guest, Vec<u8>)> {
+            let image = std::fs::read(hello_eif()?).unwrap();
+            let server = serve("vm");
+            let guest = guest(&server, &image);
+            Some((server, guest, image))
+        }
+
+        /// The device's slots, as the control socket lists them.
+        fn slots(server: &Server) -> serde_json::Value {
+            let control = server.dir.path().join("control.sock");
+            ne_vfio_user::control::call(&control, &ne_vfio_user::control::ControlRequest::Slots)
+                .unwrap()
+                .unwrap()
+        }
+
         /// The pid of the QEMU of each enclave, from the control socket.
         fn qemu_pids(server: &Server) -> Vec<u32> {
-            let control = server.dir.path().join("control.sock");
-            let request = ne_vfio_user::control::ControlRequest::Slots;
-            let slots = ne_vfio_user::control::call(&control, &request)
-                .unwrap()
-                .unwrap();
-            slots
+            slots(server)
                 .as_array()
                 .unwrap()
                 .iter()
@@ -594,10 +606,9 @@ mod tests {
             // Ten regions of 16 MiB, all but the image's in descending physical order so they
             // do not merge: NUMA nodes, each a memory slot of the vsock device, beyond
             // vhost-user's baseline 8.
-            let Some(eif) = hello_eif() else { return };
-            let image = std::fs::read(eif).unwrap();
-            let server = serve("vm");
-            let mut guest = guest(&server, &image);
+            let Some((server, mut guest, image)) = hello_guest() else {
+                return;
+            };
             let (rc, uid) = guest.command(NeCommand::SlotAlloc, &[0], WAIT);
             assert_eq!(rc, 0);
             const PIECE: u64 = 16 << 20;
@@ -640,10 +651,9 @@ mod tests {
 
         #[test]
         fn test_a_disconnecting_guest_leaves_no_enclave_vm() {
-            let Some(eif) = hello_eif() else { return };
-            let image = std::fs::read(eif).unwrap();
-            let server = serve("vm");
-            let mut guest = guest(&server, &image);
+            let Some((server, mut guest, _)) = hello_guest() else {
+                return;
+            };
             let _ = start_hello(&server, &mut guest);
             let pids = qemu_pids(&server);
             assert_eq!(pids.len(), 1);
@@ -655,10 +665,9 @@ mod tests {
 
         #[test]
         fn test_a_vfio_reset_ends_every_enclave_vm() {
-            let Some(eif) = hello_eif() else { return };
-            let image = std::fs::read(eif).unwrap();
-            let server = serve("vm");
-            let mut guest = guest(&server, &image);
+            let Some((server, mut guest, _)) = hello_guest() else {
+                return;
+            };
             let _ = start_hello(&server, &mut guest);
             let pids = qemu_pids(&server);
             assert_eq!(pids.len(), 1);
@@ -671,10 +680,9 @@ mod tests {
 
         #[test]
         fn test_device_end_enclave_crashes_the_real_vm_and_the_guest_hears_vector_1() {
-            let Some(eif) = hello_eif() else { return };
-            let image = std::fs::read(eif).unwrap();
-            let server = serve("vm");
-            let mut guest = guest(&server, &image);
+            let Some((server, mut guest, _)) = hello_guest() else {
+                return;
+            };
             let (uid, _heartbeat) = start_hello(&server, &mut guest);
             let pid = qemu_pids(&server)[0];
             let ended = Command::new(env!("CARGO_BIN_EXE_nectl"))
@@ -688,30 +696,18 @@ mod tests {
                 gone(pid)
             });
             wait_until("vector 1", WAIT, || guest.event.read().is_ok());
-            let control = server.dir.path().join("control.sock");
-            let slots = ne_vfio_user::control::call(
-                &control,
-                &ne_vfio_user::control::ControlRequest::Slots,
-            )
-            .unwrap()
-            .unwrap();
+            let slots = slots(&server);
             assert_eq!(slots[0]["State"], "STOPPED", "{slots}");
         }
 
         #[test]
         fn test_serve_boots_the_image_the_guest_placed_and_its_heartbeat_reaches_cid_3() {
-            let Some(eif) = hello_eif() else { return };
-            let image = std::fs::read(eif).unwrap();
-            let server = serve("vm");
-            let mut guest = guest(&server, &image);
-            let (uid, heartbeat) = start_hello(&server, &mut guest);
-            let control = server.dir.path().join("control.sock");
-            let slots = || {
-                ne_vfio_user::control::call(&control, &ne_vfio_user::control::ControlRequest::Slots)
-                    .unwrap()
-                    .unwrap()
+            let Some((server, mut guest, _)) = hello_guest() else {
+                return;
             };
-            assert_eq!(slots()[0]["Boot"], "booting", "{}", slots());
+            let (uid, heartbeat) = start_hello(&server, &mut guest);
+            let booting = slots(&server);
+            assert_eq!(booting[0]["Boot"], "booting", "{booting}");
             let wait = WAIT;
             heartbeat.set_nonblocking(true).unwrap();
             let deadline = Instant::now() + Duration::from_secs(120);
@@ -728,7 +724,7 @@ mod tests {
             let mut byte = [0u8];
             stream.read_exact(&mut byte).unwrap();
             assert_eq!(byte, [0xB7], "the heartbeat");
-            let slots = slots();
+            let slots = slots(&server);
             assert_eq!(slots[0]["Boot"], "vsock up", "{slots}");
             assert_eq!(slots[0]["Backend"], "vm", "{slots}");
             assert!(slots[0]["Accel"].is_string(), "{slots}");
