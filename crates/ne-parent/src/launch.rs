@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ne_abi::uapi::{EIF_IMAGE, ENCLAVE_DEBUG_MODE, MIN_ENCLAVE_MEM_SIZE};
 use ne_abi::NeUserMemoryRegion;
 use ne_driver::{EnclaveDevice, EnclaveFd};
-use ne_eif::{Eif, EifError, Measurements};
+use ne_eif::{Eif, EifError, Measurements, Metadata};
 use thiserror::Error;
 
 use crate::donor::{DonorError, MemoryDonor};
@@ -183,6 +183,8 @@ pub struct Launched<P: ParentInstance> {
     pub debug: bool,
     /// The image's PCRs.
     pub measurements: Measurements,
+    /// The image's metadata section, if it has one.
+    pub metadata: Option<Metadata>,
     /// From `NE_START_ENCLAVE` to the heartbeat, when the enclave sent one.
     pub boot_time: Option<Duration>,
 }
@@ -210,11 +212,12 @@ impl LaunchRequest {
     /// The checks nitro-cli makes before it touches the driver: a CPU request that names
     /// something, a valid image, and enough memory for it in whole 2 MiB hugepages.
     /// Returns the image's measurements.
-    pub fn check(&self) -> Result<Measurements, LaunchError> {
+    pub fn check(&self) -> Result<(Measurements, Option<Metadata>), LaunchError> {
         check_cpus(&self.cpus)?;
-        let measurements = Eif::parse(&self.eif)
-            .map_err(LaunchError::Image)?
-            .measurements();
+        let eif = Eif::parse(&self.eif).map_err(LaunchError::Image)?;
+        // parse() checked the metadata section.
+        let metadata = eif.metadata().ok().flatten();
+        let measurements = eif.measurements();
         let eif_bytes = self.eif.len() as u64;
         let needed = min_memory_mib(eif_bytes);
         if self.memory_mib < needed {
@@ -227,7 +230,7 @@ impl LaunchRequest {
         if self.memory_bytes().is_none() {
             return Err(LaunchError::MemoryTooLarge(self.memory_mib));
         }
-        Ok(measurements)
+        Ok((measurements, metadata))
     }
 
     /// The memory the enclave gets: what was asked, rounded up to whole 2 MiB hugepages
@@ -251,7 +254,7 @@ pub fn launch<P: ParentInstance>(
     parent: &P,
     request: &LaunchRequest,
 ) -> Result<Launched<P>, LaunchError> {
-    let measurements = request.check()?;
+    let (measurements, metadata) = request.check()?;
     // nitro-cli listens before it starts the enclave, so an early heartbeat is not lost.
     let heartbeat = parent.heartbeat().map_err(LaunchError::HeartbeatListen)?;
     let (device, mut memory) = parent.process();
@@ -305,6 +308,7 @@ pub fn launch<P: ParentInstance>(
         cid,
         debug: request.debug,
         measurements,
+        metadata,
         boot_time,
     })
 }

@@ -50,8 +50,6 @@ struct Entry<P: ParentInstance> {
     name: String,
     id: String,
     launched: Launched<P>,
-    /// The image's metadata section, if it has one.
-    metadata: Option<ne_eif::Metadata>,
 }
 
 /// The server's state.
@@ -296,10 +294,6 @@ impl<P: ParentInstance> Server<P> {
             cid,
             debug,
         };
-        // The launch checked the image; its metadata is kept for describe-enclaves.
-        let metadata = ne_eif::Eif::parse(&request.eif)
-            .ok()
-            .and_then(|eif| eif.metadata().ok().flatten());
         let launched = match launch(&self.parent, &request) {
             Ok(launched) => launched,
             Err(error) => {
@@ -311,7 +305,6 @@ impl<P: ParentInstance> Server<P> {
             id: format!("{}-enc{:x}", self.instance_id, launched.enclave.slot_uid()),
             name,
             launched,
-            metadata,
         };
         tracing::info!(enclave = %entry.id, name = %entry.name, cid = entry.launched.cid, "enclave running");
         let mut out = describe_entry(&entry);
@@ -356,7 +349,7 @@ impl<P: ParentInstance> Server<P> {
             .map(|entry| {
                 let mut json = describe_entry(entry);
                 if with_metadata {
-                    json.add_metadata(entry.metadata.as_ref());
+                    json.add_metadata(entry.launched.metadata.as_ref());
                 }
                 json
             })
