@@ -180,12 +180,15 @@ pub fn describe(path: &Path) -> Result<Value> {
         .ok()
         .flatten()
         .and_then(|m| serde_json::to_value(m).ok());
+    let measurements = eif.measurements();
     Ok(json!(EifJson {
         version: eif.header().version,
-        measurements: MeasurementsJson::from(&eif.measurements()),
+        measurements: MeasurementsJson::from(&measurements),
         is_signed: eif.is_signed(),
         check_crc: true,
-        sign_check: eif.signature_check().map(|check| check.unwrap_or(false)),
+        sign_check: eif
+            .signature_check(&measurements.pcr0)
+            .map(|check| check.unwrap_or(false)),
         arm_kernel: eif.is_arm64(),
         size: bytes.len() as u64,
         sections: eif

@@ -35,4 +35,4 @@ pub use initramfs::Initramfs;
 pub use measure::{measure, pcr_of_reader, Measurements, Pcr, HASH_ALGORITHM, PCR_BYTES};
 pub use metadata::{BuildInfo, Metadata};
 pub use read::{read_header, Eif, EifError, Section};
-pub use signature::{certificate_der, certificate_pcr, signature_section, PcrSignature};
+pub use signature::{certificate_pcr, signature_section, PcrSignature};

@@ -9,7 +9,6 @@ use crate::format::{
 };
 use crate::measure::{measure, Measurements, Pcr};
 use crate::metadata::Metadata;
-use crate::signature::PcrSignature;
 
 /// What is wrong with an image.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -92,6 +91,8 @@ pub struct Eif<'a> {
     header: Header,
     sections: Vec<Section<'a>>,
     computed_crc: u32,
+    /// PCR8, measured once at parse from the signature section's certificate.
+    pcr8: Option<Pcr>,
 }
 
 impl<'a> Eif<'a> {
@@ -133,14 +134,18 @@ impl<'a> Eif<'a> {
                 computed: computed_crc,
             });
         }
-        let eif = Eif {
+        let mut eif = Eif {
             header,
             sections,
             computed_crc,
+            pcr8: None,
         };
         eif.check_section_counts()?;
         eif.metadata()?;
-        eif.pcr8()?;
+        eif.pcr8 = eif
+            .first(SectionType::Signature)
+            .map(|section| crate::signature::pcr8(section).map_err(EifError::Signature))
+            .transpose()?;
         Ok(eif)
     }
 
@@ -194,23 +199,16 @@ impl<'a> Eif<'a> {
     /// PCR0, PCR1 and PCR2 of the image, and PCR8 if it is signed.
     pub fn measurements(&self) -> Measurements {
         let mut measurements = measure(self.kernel(), self.cmdline(), self.ramdisks());
-        // parse() checked the signature section.
-        measurements.pcr8 = self.pcr8().ok().flatten();
+        measurements.pcr8 = self.pcr8;
         measurements
     }
 
-    /// The signatures in the signature section, if the image has one.
-    pub fn signatures(&self) -> Result<Option<Vec<PcrSignature>>, EifError> {
-        self.first(SectionType::Signature)
-            .map(|section| crate::signature::signatures(section).map_err(EifError::Signature))
-            .transpose()
-    }
-
-    /// Whether the image's signature verifies (its certificate's key signed its PCR0);
-    /// `None` if it is not signed, `Err` if the signature cannot be checked at all.
-    pub fn signature_check(&self) -> Option<Result<bool, String>> {
+    /// Whether the image's signature verifies: its certificate's key signed `pcr0`, the
+    /// image's PCR0 (from [`Eif::measurements`]). `None` if it is not signed, `Err` if the
+    /// signature cannot be checked at all.
+    pub fn signature_check(&self, pcr0: &Pcr) -> Option<Result<bool, String>> {
         let section = self.first(SectionType::Signature)?;
-        Some(crate::signature::verify(section, &self.measurements().pcr0))
+        Some(crate::signature::verify(section, pcr0))
     }
 
     /// The image signed with the P-384 key `key_pem` (PEM) of the certificate
@@ -231,10 +229,8 @@ impl<'a> Eif<'a> {
     }
 
     /// PCR8: the measure of the signing certificate, if the image is signed.
-    pub fn pcr8(&self) -> Result<Option<Pcr>, EifError> {
-        self.first(SectionType::Signature)
-            .map(|section| crate::signature::pcr8(section).map_err(EifError::Signature))
-            .transpose()
+    pub fn pcr8(&self) -> Option<Pcr> {
+        self.pcr8
     }
 
     fn of(&self, kind: SectionType) -> impl Iterator<Item = &'a [u8]> + '_ {

@@ -140,7 +140,7 @@ fn public_key(certificate_pem: &[u8]) -> Result<p384::ecdsa::VerifyingKey, Strin
 }
 
 /// A PEM X.509 certificate's DER encoding.
-pub fn certificate_der(pem: &[u8]) -> Result<Vec<u8>, String> {
+fn certificate_der(pem: &[u8]) -> Result<Vec<u8>, String> {
     use x509_cert::der::{DecodePem, Encode};
     let certificate = x509_cert::Certificate::from_pem(pem)
         .map_err(|e| format!("not a PEM X.509 certificate: {e}"))?;
