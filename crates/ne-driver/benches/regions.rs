@@ -8,13 +8,13 @@
 // A bench: the output is the point.
 #![allow(missing_docs, clippy::print_stdout)]
 
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ne_abi::NeUserMemoryRegion;
-use ne_device::{DeviceConfig, NoEvents, SimulatedHypervisor};
-use ne_driver::inproc::{pci_enable, InProcBar, InProcDevice};
-use ne_driver::{errno, DriverConfig, NeDriver, Page, Topology, UserMemory, Vectors};
+use ne_device::DeviceConfig;
+use ne_driver::{errno, Page, UserMemory};
+
+mod common;
 
 const HUGEPAGE: u64 = 2 << 20;
 const USER_BASE: u64 = 0x7f00_0000_0000;
@@ -58,29 +58,12 @@ fn median(mut samples: Vec<f64>) -> f64 {
 fn main() {
     let sizes = [1_000u64, 10_000, 100_000];
     let most = sizes[sizes.len() - 1] + BATCH * BATCHES;
-    let vectors = Arc::new(Vectors::new());
-    let mut device: InProcDevice<SimulatedHypervisor> = InProcDevice::with_events(
-        DeviceConfig {
-            parent_cpus: 8,
-            max_mem_regions: most,
-            parent_ram: std::iter::once(0..PHYS_BASE + 2 * most * HUGEPAGE).collect(),
-            ..DeviceConfig::default()
-        },
-        Arc::clone(&vectors),
-        SimulatedHypervisor::new(),
-        NoEvents,
-    )
-    .expect("device");
-    pci_enable(&mut device);
-    let bar = InProcBar::new(Arc::new(Mutex::new(device)));
-    let driver = NeDriver::probe(
-        bar,
-        vectors,
-        Topology::uniform(4, 2, 1),
-        DriverConfig::default(),
-    )
-    .expect("probe");
-    driver.set_cpu_pool("1-3,5-7").expect("pool");
+    let (bar, vectors) = common::device(DeviceConfig {
+        max_mem_regions: most,
+        parent_ram: std::iter::once(0..PHYS_BASE + 2 * most * HUGEPAGE).collect(),
+        ..DeviceConfig::default()
+    });
+    let driver = common::probe(bar, vectors);
     let mut results = Vec::new();
     for size in sizes {
         // A fresh enclave per size: `size` regions, then the measured batches.

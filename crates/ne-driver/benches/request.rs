@@ -14,9 +14,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ne_abi::Command;
-use ne_device::{DeviceConfig, NoEvents, SimulatedHypervisor};
-use ne_driver::inproc::{pci_enable, InProcBar, InProcDevice};
-use ne_driver::{Bar, DriverConfig, NeDriver, Topology, Vectors};
+use ne_device::{DeviceConfig, SimulatedHypervisor};
+use ne_driver::inproc::InProcBar;
+use ne_driver::{Bar, NeDriver};
+
+mod common;
 
 /// One BAR access: a write or a read, where and how long.
 #[derive(Clone, Copy, Debug)]
@@ -75,30 +77,13 @@ impl Bar for PlainBar {
 
 /// A driver probed on a device model in this process, and its recording BAR.
 fn driver() -> (NeDriver<Recording>, Recording) {
-    let vectors = Arc::new(Vectors::new());
-    let mut device: InProcDevice<SimulatedHypervisor> = InProcDevice::with_events(
-        DeviceConfig {
-            parent_cpus: 8,
-            ..DeviceConfig::default()
-        },
-        Arc::clone(&vectors),
-        SimulatedHypervisor::new(),
-        NoEvents,
-    )
-    .expect("device");
-    pci_enable(&mut device);
+    let (device, vectors) = common::device(DeviceConfig::default());
     let bar = Recording {
-        inner: Arc::new(InProcBar::new(Arc::new(Mutex::new(device)))),
+        inner: Arc::new(device),
         recording: Arc::new(AtomicBool::new(false)),
         accesses: Arc::new(Mutex::new(Vec::new())),
     };
-    let driver = NeDriver::probe(
-        bar.clone(),
-        vectors,
-        Topology::uniform(4, 2, 1),
-        DriverConfig::default(),
-    )
-    .expect("probe");
+    let driver = common::probe(bar.clone(), vectors);
     (driver, bar)
 }
 
