@@ -559,16 +559,29 @@ mod tests {
         /// Sets up a slot with the hello image's memory and vCPU 1, listens on CID 3's port
         /// 9000, and starts the enclave; returns the slot and the heartbeat listener.
         fn start_hello(server: &Server, guest: &mut Guest) -> (u64, UnixListener) {
+            start_with(server, guest, &[(0, ENCLAVE_MEMORY)], 1)
+        }
+
+        /// As [`start_hello`], with the slot's memory the guest `regions` (physical
+        /// address, size) in this order, and the CID `cid` (0: the device picks).
+        fn start_with(
+            server: &Server,
+            guest: &mut Guest,
+            regions: &[(u64, u64)],
+            cid: u64,
+        ) -> (u64, UnixListener) {
             let (rc, uid) = guest.command(NeCommand::SlotAlloc, &[0], WAIT);
             assert_eq!(rc, 0);
-            let add_mem = le(&[uid, 0, ENCLAVE_MEMORY]);
-            assert_eq!(guest.command(NeCommand::SlotAddMem, &add_mem, WAIT).0, 0);
+            for &(paddr, size) in regions {
+                let add_mem = le(&[uid, paddr, size]);
+                assert_eq!(guest.command(NeCommand::SlotAddMem, &add_mem, WAIT).0, 0);
+            }
             let add_vcpu = le(&[uid, 1]);
             assert_eq!(guest.command(NeCommand::SlotAddVcpu, &add_vcpu, WAIT).0, 0);
             let vsock = server.dir.path().join("state/vsock");
             wait_until("the vsock directory", WAIT, || vsock.is_dir());
             let heartbeat = UnixListener::bind(vsock.join("9000.sock")).unwrap();
-            let start = le(&[uid, 0, 1]);
+            let start = le(&[uid, 0, cid]);
             assert_eq!(guest.command(NeCommand::EnclaveStart, &start, WAIT).0, 0);
             (uid, heartbeat)
         }
@@ -609,8 +622,6 @@ mod tests {
             let Some((server, mut guest, image)) = hello_guest() else {
                 return;
             };
-            let (rc, uid) = guest.command(NeCommand::SlotAlloc, &[0], WAIT);
-            assert_eq!(rc, 0);
             const PIECE: u64 = 16 << 20;
             const PIECES: u64 = 10;
             // The pieces that hold the image (at 8 MiB of the guest's RAM, where the test put
@@ -618,17 +629,11 @@ mod tests {
             let image_pieces = ((8 << 20) + u64::try_from(image.len()).unwrap()).div_ceil(PIECE);
             let mut order: Vec<u64> = (0..image_pieces).collect();
             order.extend((image_pieces..PIECES).rev().map(|piece| piece + PIECES));
-            for piece in order {
-                let add_mem = le(&[uid, piece * PIECE, PIECE]);
-                assert_eq!(guest.command(NeCommand::SlotAddMem, &add_mem, WAIT).0, 0);
-            }
-            let add_vcpu = le(&[uid, 1]);
-            assert_eq!(guest.command(NeCommand::SlotAddVcpu, &add_vcpu, WAIT).0, 0);
-            let vsock = server.dir.path().join("state/vsock");
-            wait_until("the vsock directory", WAIT, || vsock.is_dir());
-            let heartbeat = UnixListener::bind(vsock.join("9000.sock")).unwrap();
-            let start = le(&[uid, 0, 0]);
-            assert_eq!(guest.command(NeCommand::EnclaveStart, &start, WAIT).0, 0);
+            let regions: Vec<(u64, u64)> = order
+                .into_iter()
+                .map(|piece| (piece * PIECE, PIECE))
+                .collect();
+            let (_, heartbeat) = start_with(&server, &mut guest, &regions, 0);
             let pid = qemu_pids(&server)[0];
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
             // The image's pieces are contiguous and merge into one node; no others do.
