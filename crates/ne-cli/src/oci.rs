@@ -100,26 +100,30 @@ impl Tree {
 
     /// Removes `path` and everything under it.
     fn remove(&mut self, path: &str) {
-        let prefix = format!("{path}/");
+        if let Some(Node::File(_, data)) = self.nodes.remove(path) {
+            self.bytes = self.bytes.saturating_sub(data.len() as u64);
+        }
+        self.empty(path);
+    }
+
+    /// Removes everything under the directory `path` (the root when empty), keeping it.
+    fn empty(&mut self, path: &str) {
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        // Everything under `prefix` sorts together, right after it.
         let doomed: Vec<String> = self
             .nodes
-            .range(path.to_owned()..)
-            .take_while(|(p, _)| *p == path || p.starts_with(&prefix))
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
             .map(|(p, _)| p.clone())
             .collect();
         for p in doomed {
             if let Some(Node::File(_, data)) = self.nodes.remove(&p) {
                 self.bytes = self.bytes.saturating_sub(data.len() as u64);
             }
-        }
-    }
-
-    /// Removes everything under the directory `path`, keeping it.
-    fn empty(&mut self, path: &str) {
-        let node = self.nodes.get(path).cloned();
-        self.remove(path);
-        if let Some(node) = node {
-            self.nodes.insert(path.to_owned(), node);
         }
     }
 
@@ -617,6 +621,18 @@ pub(crate) mod tests {
         );
         assert_eq!(image.config.command(), ["/bin/tool", "--x"]);
         assert_eq!(image.config.working_dir.as_deref(), Some("/etc"));
+    }
+
+    #[test]
+    fn test_a_whiteout_removes_a_whole_directory_and_only_it() {
+        // "a-b" sorts between "a" and "a/c": the directory's contents are still found.
+        let mut tree = Tree::default();
+        let base = tar_of(&[("a/c", "f:1"), ("a-b", "f:2"), ("a/d/e", "f:3")]);
+        tree.apply_layer(base.as_slice(), "base").unwrap();
+        tree.apply_layer(tar_of(&[(".wh.a", "f:")]).as_slice(), "top")
+            .unwrap();
+        let paths: Vec<&String> = tree.nodes().keys().collect();
+        assert_eq!(paths, ["a-b"]);
     }
 
     #[test]
