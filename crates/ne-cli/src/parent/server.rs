@@ -540,9 +540,7 @@ impl<P: ParentInstance> Server<P> {
     /// Turns a launch failure into the code nitro-cli would give, naming the cause where
     /// the parent knows it, with a hint.
     fn launch_error(&self, error: &LaunchError, request: &LaunchRequest) -> CliError {
-        let driver = error.driver_error();
-        let ne = driver.and_then(ne_driver::Error::ne_error);
-        let errno = driver.map(ne_driver::Error::errno);
+        let (ne, errno) = driver_codes(error);
         let situation = || self.situation();
         match (error.step(), ne, errno, &request.cpus) {
             (LaunchStep::Start, _, Some(EADDRINUSE), _) => situation().cid_in_use(request.cid),
@@ -565,9 +563,7 @@ impl<P: ParentInstance> Server<P> {
     /// A launch failure's code and hint from the step and the driver's error alone.
     fn plain_launch_error(&self, error: &LaunchError) -> CliError {
         let message = chain(error);
-        let driver = error.driver_error();
-        let ne = driver.and_then(ne_driver::Error::ne_error);
-        let errno = driver.map(ne_driver::Error::errno);
+        let (ne, errno) = driver_codes(error);
         match (error.step(), ne, errno) {
             (LaunchStep::Request, _, _) if matches!(error, LaunchError::DuplicateCpu(_)) => {
                 CliError::new(Code::InvalidCpuConfiguration, message)
@@ -632,6 +628,15 @@ impl<P: ParentInstance> Server<P> {
             }
         }
     }
+}
+
+/// The driver's `NE_ERR_*` code and errno behind a launch failure, if it came from a call.
+fn driver_codes(error: &LaunchError) -> (Option<NeError>, Option<i32>) {
+    let driver = error.driver_error();
+    (
+        driver.and_then(ne_driver::Error::ne_error),
+        driver.map(ne_driver::Error::errno),
+    )
 }
 
 /// Copies a console to a client: what it printed so far, then what it prints, until the
