@@ -9,7 +9,7 @@
 
 #[cfg(test)]
 mod tests {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, BufReader, Read, Write};
     use std::os::unix::net::UnixStream;
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Output, Stdio};
@@ -273,6 +273,59 @@ mod tests {
             || sandbox.json(&["describe-enclaves"]) == serde_json::json!([]),
         );
         assert!(sandbox.log().contains("reason=Exited"), "{}", sandbox.log());
+    }
+
+    #[test]
+    fn test_run_enclave_attach_console_prints_the_boot_until_the_enclave_ends() {
+        let Some(eif) = hello_eif() else { return };
+        let sandbox = Sandbox::new();
+        let exiting = hello_variant(sandbox.dir.path(), &eif, &["--exit"]);
+        let mut child = sandbox
+            .command(&[
+                "run-enclave",
+                "--eif-path",
+                exiting.to_str().unwrap(),
+                "--cpu-count",
+                "2",
+                "--memory",
+                "128",
+                "--debug-mode",
+                "--attach-console",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Read as it comes, so a long console cannot block the child on a full pipe.
+        let mut pipe = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        });
+        // It returns by itself once the enclave powers off; a hang is killed and fails.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("--attach-console did not return when the enclave ended");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let stdout = reader.join().unwrap();
+        assert!(status.success(), "{status:?}: {stdout}");
+        assert!(
+            stdout.contains("\"EnclaveID\""),
+            "the run's JSON first: {stdout}"
+        );
+        assert!(
+            stdout.contains("hello from the enclave"),
+            "then the console: {stdout}"
+        );
     }
 
     #[test]
