@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The NSM as a vhost-user device (virtio device id 33, one queue, no config space), on
+//! rust-vmm's `vhost-user-backend`: QEMU attaches it with
+//! `-device vhost-user-test-device-pci,virtio-id=33,num_vqs=1,chardev=…` and Linux's
+//! `nsm.ko` binds it as `/dev/nsm`.
+//!
+//! A request is the readable part of a chain and its response goes to a writable part.
+//! Linux 6.12's `nsm.ko` queues them as two chains — the request, then the 0x3000-byte
+//! response buffer — and expects the request chain back first (length 0), then the
+//! response chain; a driver that puts both in one chain gets it back with the response's
+//! length. What the device offers: `VIRTIO_F_VERSION_1` and the vhost-user protocol
+//! features, with memory slots given one at a time (an enclave's RAM may be many regions).
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+
+use aws_nitro_enclaves_nsm_api::api::{ErrorCode, Response};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use crate::module::{encode, NsmModule, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+
+/// The virtio device id of the NSM.
+pub const VIRTIO_ID_NSM: u16 = 33;
+/// The one queue.
+const REQUEST_QUEUE: u16 = 0;
+/// The largest queue.
+const MAX_QUEUE_SIZE: usize = 64;
+
+type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
+type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
+
+/// A half of a request that waits for its other half.
+#[derive(Default)]
+enum Pending {
+    #[default]
+    Nothing,
+    /// A request chain (its head and bytes) waiting for a response buffer.
+    Request(u16, Vec<u8>),
+    /// A response buffer waiting for a request.
+    Response(Chain),
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pending::Nothing => f.write_str("Nothing"),
+            Pending::Request(head, bytes) => write!(f, "Request({head}, {} bytes)", bytes.len()),
+            Pending::Response(chain) => write!(f, "Response({})", chain.head_index()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    module: Mutex<NsmModule>,
+    memory: Mutex<Option<Memory>>,
+    pending: Mutex<Pending>,
+}
+
+/// One enclave's NSM device. Clones share it.
+#[derive(Clone, Debug)]
+pub struct NsmDevice {
+    inner: Arc<Inner>,
+}
+
+/// What a chain holds: a request (its bytes, `None` when over the limit), room for a
+/// response, or both.
+struct Parts {
+    request: Option<Option<Vec<u8>>>,
+    room: usize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl NsmDevice {
+    /// The device answering with `module`.
+    pub fn new(module: NsmModule) -> Self {
+        NsmDevice {
+            inner: Arc::new(Inner {
+                module: Mutex::new(module),
+                memory: Mutex::new(None),
+                pending: Mutex::new(Pending::Nothing),
+            }),
+        }
+    }
+
+    /// The response to `request` (`None`: over the limit), fitted to `room` bytes.
+    fn answer(&self, request: Option<&[u8]>, room: usize) -> Vec<u8> {
+        let response = match request {
+            Some(bytes) => lock(&self.inner.module).handle(bytes),
+            None => encode(&Response::Error(ErrorCode::InputTooLarge)),
+        };
+        if response.len() <= room.min(MAX_RESPONSE_BYTES) {
+            return response;
+        }
+        let too_small = encode(&Response::Error(ErrorCode::BufferTooSmall));
+        if too_small.len() <= room {
+            too_small
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Takes every chain the driver queued, answering each request once its response
+    /// buffer is there.
+    fn process_queue(&self, vring: &VringRwLock) -> io::Result<()> {
+        let Some(memory) = lock(&self.inner.memory).clone() else {
+            return Ok(());
+        };
+        let mut used = false;
+        loop {
+            let chain = vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(memory.memory());
+            let Some(chain) = chain else { break };
+            self.take_chain(vring, chain)?;
+            used = true;
+        }
+        if used {
+            vring.signal_used_queue()?;
+        }
+        Ok(())
+    }
+
+    fn take_chain(&self, vring: &VringRwLock, chain: Chain) -> io::Result<()> {
+        let head = chain.head_index();
+        let parts = match read_parts(&chain) {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::debug!("malformed NSM chain: {e}");
+                return used(vring, head, 0);
+            }
+        };
+        let mut pending = lock(&self.inner.pending);
+        match (parts.request, parts.room) {
+            (Some(request), room) if room > 0 => {
+                let response = self.answer(request.as_deref(), room);
+                let written = write_response(chain, &response);
+                used(vring, head, written)
+            }
+            (Some(request), _) => match std::mem::take(&mut *pending) {
+                Pending::Response(buffer) => {
+                    used(vring, head, 0)?;
+                    self.respond_into(vring, buffer, request.as_deref())
+                }
+                _ => {
+                    *pending = Pending::Request(head, request.unwrap_or_default());
+                    Ok(())
+                }
+            },
+            (None, _) => match std::mem::take(&mut *pending) {
+                Pending::Request(request_head, request) => {
+                    used(vring, request_head, 0)?;
+                    let request = (request.len() <= MAX_REQUEST_BYTES).then_some(&request[..]);
+                    self.respond_into(vring, chain, request)
+                }
+                _ => {
+                    *pending = Pending::Response(chain);
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    fn respond_into(
+        &self,
+        vring: &VringRwLock,
+        buffer: Chain,
+        request: Option<&[u8]>,
+    ) -> io::Result<()> {
+        let head = buffer.head_index();
+        let room = buffer
+            .clone()
+            .writer(buffer.memory())
+            .map_or(0, |w| w.available_bytes());
+        let response = self.answer(request, room);
+        let written = write_response(buffer, &response);
+        used(vring, head, written)
+    }
+}
+
+fn used(vring: &VringRwLock, head: u16, len: usize) -> io::Result<()> {
+    vring
+        .add_used(head, u32::try_from(len).unwrap_or(0))
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// The request in `chain`'s readable part (read up to one byte past the limit) and the
+/// room of its writable part.
+fn read_parts(chain: &Chain) -> Result<Parts, String> {
+    let memory = chain.memory();
+    let reader = chain
+        .clone()
+        .reader(memory)
+        .map_err(|e| format!("unreadable chain: {e}"))?;
+    let readable = reader.available_bytes();
+    let room = chain
+        .clone()
+        .writer(memory)
+        .map_or(0, |w| w.available_bytes());
+    if readable == 0 && room == 0 {
+        return Err("an empty chain".to_owned());
+    }
+    let request = if readable == 0 {
+        None
+    } else if readable > MAX_REQUEST_BYTES {
+        Some(None)
+    } else {
+        let mut bytes = Vec::with_capacity(readable);
+        reader
+            .take(MAX_REQUEST_BYTES as u64)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("unreadable request: {e}"))?;
+        Some(Some(bytes))
+    };
+    Ok(Parts { request, room })
+}
+
+/// Writes `response` into `chain`'s writable part; the bytes written.
+fn write_response(chain: Chain, response: &[u8]) -> usize {
+    let memory = chain.memory();
+    match chain.clone().writer(memory) {
+        Ok(mut writer) if writer.available_bytes() >= response.len() => {
+            match writer.write_all(response) {
+                Ok(()) => response.len(),
+                Err(e) => {
+                    tracing::debug!("cannot write the NSM response: {e}");
+                    0
+                }
+            }
+        }
+        _ => 0,
+    }
+}
+
+impl VhostUserBackend for NsmDevice {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        1
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    /// Memory regions one at a time: an enclave's RAM is its donated regions.
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {}
+
+    fn update_memory(&self, memory: Memory) -> io::Result<()> {
+        *lock(&self.inner.memory) = Some(memory);
+        // Chains held across a memory update would point into the old map.
+        *lock(&self.inner.pending) = Pending::Nothing;
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        match (device_event, vrings.first()) {
+            (REQUEST_QUEUE, Some(vring)) => self.process_queue(vring),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A served NSM device: its socket, and the thread serving it.
+#[derive(Debug)]
+pub struct Served {
+    socket: PathBuf,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Served {
+    /// The vhost-user socket QEMU connects to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Ends the service: a front-end that never came is replaced by a connection that
+    /// closes at once; the socket file is removed.
+    pub fn shutdown(mut self) {
+        if let Some(thread) = self.thread.take() {
+            if !thread.is_finished() {
+                let _ = UnixStream::connect(&self.socket);
+            }
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+}
+
+/// Listens on `socket` (before returning, so QEMU can connect at once) and serves
+/// `module` to the one front-end that connects, in a thread named `name`.
+pub fn serve(socket: &Path, module: NsmModule, name: &str) -> io::Result<Served> {
+    let mut listener = Listener::new(socket, true).map_err(|e| io::Error::other(e.to_string()))?;
+    let mut daemon = VhostUserDaemon::new(
+        name.to_owned(),
+        NsmDevice::new(module),
+        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+    )
+    .map_err(|e| io::Error::other(e.to_string()))?;
+    let thread = thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            match daemon.start(&mut listener) {
+                Ok(()) => {
+                    if let Err(e) = daemon.wait() {
+                        tracing::debug!("NSM front-end ended: {e}");
+                    }
+                }
+                Err(e) => tracing::debug!("no NSM front-end: {e}"),
+            }
+            for handler in daemon.get_epoll_handlers() {
+                handler.send_exit_event();
+            }
+        })?;
+    Ok(Served {
+        socket: socket.to_owned(),
+        thread: Some(thread),
+    })
+}
