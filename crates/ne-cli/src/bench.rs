@@ -308,6 +308,7 @@ fn embedded_parent(work: &Path, cpus: u32, memory_mib: u64) -> Result<Parent> {
             accel: None,
             state_dir: work.join("vms"),
             vsock_dir: None,
+            nsm: crate::attestation::nsm_choice(),
         }),
         ..ParentConfig::default()
     })
@@ -359,6 +360,7 @@ impl Direct {
             initrd,
             cmdline: String::from_utf8_lossy(image.cmdline()).into_owned(),
             vsock: Some(dir.join("vsock.sock")),
+            nsm: None,
             qmp: dir.join("vm").join("qmp.sock"),
             accel: Accel::detect(),
         };

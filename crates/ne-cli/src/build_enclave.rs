@@ -25,6 +25,9 @@ pub const MODULES: [&str; 3] = [
     "vmw_vsock_virtio_transport_common.ko",
     "vmw_vsock_virtio_transport.ko",
 ];
+/// Modules carried (and loaded after those) when the modules directory has them: the NSM
+/// driver, which gives the enclave `/dev/nsm`.
+pub const OPTIONAL_MODULES: [&str; 1] = ["nsm.ko"];
 
 /// The kernel command line of the images built here.
 pub const CMDLINE: &str = "console=ttyS0 quiet";
@@ -191,13 +194,17 @@ fn elf_interpreter(elf: &[u8]) -> Option<bool> {
 fn bootstrap(init: Vec<u8>, modules_dir: &Path) -> Result<Initramfs> {
     let mut bootstrap = Initramfs::new();
     bootstrap.file("init", 0o755, init);
-    for module in MODULES {
+    let optional = OPTIONAL_MODULES
+        .into_iter()
+        .filter(|module| modules_dir.join(module).is_file());
+    let modules: Vec<&str> = MODULES.into_iter().chain(optional).collect();
+    for module in &modules {
         let path = modules_dir.join(module);
         let bytes = read_regular(&path, MAX_INPUT_BYTES, Code::EifBuilding, "a kernel module")
             .map_err(|e| e.hint("give --modules DIR, or run scripts/provision.sh for the kit's"))?;
         bootstrap.file(&format!("lib/modules/{module}"), 0o644, bytes);
     }
-    bootstrap.file("modules", 0o644, (MODULES.join("\n") + "\n").into_bytes());
+    bootstrap.file("modules", 0o644, (modules.join("\n") + "\n").into_bytes());
     Ok(bootstrap)
 }
 
@@ -266,6 +273,22 @@ mod tests {
             std::fs::write(modules.join(module), module.as_bytes()).unwrap();
         }
         (kernel, init, modules)
+    }
+
+    #[test]
+    fn test_the_nsm_driver_is_carried_and_loaded_last_when_the_modules_have_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, modules) = parts(dir.path());
+        let without = bootstrap(elf(false), &modules).unwrap().to_bytes();
+        let has = |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(!has(&without, b"nsm.ko"));
+        std::fs::write(modules.join("nsm.ko"), b"nsm").unwrap();
+        let with = bootstrap(elf(false), &modules).unwrap().to_bytes();
+        assert!(has(&with, b"lib/modules/nsm.ko"));
+        assert!(
+            has(&with, b"vmw_vsock_virtio_transport.ko\nnsm.ko\n"),
+            "/modules"
+        );
     }
 
     #[test]

@@ -227,6 +227,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         signing_certificate: Option<PathBuf>,
     },
+    /// Print the root certificate (PEM) of the enclaves' NSMs — made on first use, kept
+    /// owner-only in $NECTL_ATTESTATION_DIR or ~/.config/nectl/attestation — for
+    /// verifiers of their attestation documents.
+    AttestationRoot,
+    /// Verify an attestation document (from /dev/nsm in an enclave) as a verifier would:
+    /// signature, certificate chain to the root, fields, and the PCRs and nonce expected.
+    VerifyAttestation(crate::attestation::VerifyArgs),
     /// Pack a directory into an initramfs (newc cpio): sorted, times and owners zeroed,
     /// so the same files always give the same bytes (and the same PCRs).
     BuildInitramfs {
@@ -719,6 +726,11 @@ pub fn run(cli: Cli) -> Result<Option<Value>> {
             }
         }
         Command::DescribeEif { eif_path } => eif_cmds::describe(&eif_path).map(Some),
+        Command::AttestationRoot => {
+            print!("{}", crate::attestation::export_root()?);
+            Ok(None)
+        }
+        Command::VerifyAttestation(args) => crate::attestation::verify(&args).map(Some),
         Command::SignEif {
             eif_path,
             signing_certificate,
@@ -877,6 +889,8 @@ impl Command {
             }
             Command::Bench(BenchCommand::Boot { .. })
             | Command::DescribeEif { .. }
+            | Command::AttestationRoot
+            | Command::VerifyAttestation(_)
             | Command::BuildEif(_)
             | Command::BuildEnclave(_)
             | Command::SignEif { .. }
@@ -1015,6 +1029,7 @@ fn serve_backend(
         }),
         state_dir: state_dir.join("vms"),
         vsock_dir: Some(state_dir.join("vsock")),
+        nsm: crate::attestation::nsm_choice(),
     }))
 }
 
@@ -1182,6 +1197,7 @@ fn backend_choice(socket: &Path, start: &ParentStart) -> BackendChoice {
                 }),
                 state_dir: dir.join("vms"),
                 vsock_dir: Some(dir.join("vsock")),
+                nsm: crate::attestation::nsm_choice(),
             })
         }
     }

@@ -51,11 +51,13 @@ pub enum Code {
     EnclaveNaming,
     /// E60: the EIF could not be signed.
     EifSigning,
+    /// E61: an attestation document did not verify, or the local root CA is unusable.
+    Attestation,
 }
 
 impl Code {
     /// Every code, for `nectl explain`.
-    pub const ALL: [Code; 21] = [
+    pub const ALL: [Code; 22] = [
         Code::InvalidArgument,
         Code::FileOperation,
         Code::InvalidCpuConfiguration,
@@ -77,6 +79,7 @@ impl Code {
         Code::EifBuilding,
         Code::EnclaveNaming,
         Code::EifSigning,
+        Code::Attestation,
     ];
 
     /// The code as printed, e.g. `E26` (the same as nitro-cli's).
@@ -103,6 +106,7 @@ impl Code {
             Code::EifBuilding => "E48",
             Code::EnclaveNaming => "E58",
             Code::EifSigning => "E60",
+            Code::Attestation => "E61",
         }
     }
 
@@ -129,6 +133,7 @@ impl Code {
             Code::ConsoleConnection => "The enclave's console cannot be reached. Only enclaves started with --debug-mode have one, served by the hypervisor at CID 0, port 10000 + the enclave's CID.",
             Code::EifBuilding => "The EIF could not be built from the kernel, command line and ramdisks given.",
             Code::EifSigning => "The EIF could not be signed: the private key must be the P-384 EC key (PEM, PKCS#8 or SEC1) of the --signing-certificate (PEM X.509).",
+            Code::Attestation => "An attestation document did not verify — its signature, its certificate chain to the root given (or this installation's, `nectl attestation-root`), its fields, or an expected PCR or nonce — or the local root CA could not be read or made (its key must be readable by its owner only).",
             Code::EnclaveNaming => "The --enclave-name cannot be used: it is empty, longer than 128 characters, or holds control characters (newlines, tabs, terminal escapes). A name another enclave has is not an error: the new one gets a suffix (_1, _2, …), as with nitro-cli.",
         }
     }

@@ -13,6 +13,7 @@
     )
 )]
 
+pub mod attestation;
 pub mod bench;
 pub mod build_enclave;
 pub mod cli;

@@ -76,7 +76,8 @@ mod tests {
             command
                 .args(args)
                 .env("NECTL_SOCKET", self.socket())
-                .env("NECTL_BACKEND", "vm");
+                .env("NECTL_BACKEND", "vm")
+                .env("NECTL_ATTESTATION_DIR", self.dir.path().join("attestation"));
             command
         }
 
@@ -164,16 +165,21 @@ mod tests {
     /// application listens only after the enclave's heartbeat, so a refused connection (the
     /// enclave answered RST) is tried again for a while, as a client would.
     fn ask(sandbox: &Sandbox, cid: u64, line: &str) -> String {
+        ask_on(sandbox, cid, 5005, line)
+    }
+
+    /// Sends `line` to `port` of the enclave at `cid` and returns its answer line.
+    fn ask_on(sandbox: &Sandbox, cid: u64, port: u32, line: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let stream = sandbox.connect(cid, 5005);
+            let stream = sandbox.connect(cid, port);
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut ok = String::new();
             reader.read_line(&mut ok).unwrap();
             if !ok.starts_with("OK ") {
                 assert!(
                     Instant::now() < deadline,
-                    "port 5005 of {cid} never accepted"
+                    "port {port} of {cid} never accepted"
                 );
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
@@ -249,6 +255,85 @@ mod tests {
         // The CPUs came back too: the same ones can be asked for again.
         let again = sandbox.run(&eif, "--cpu-ids 1 9 --memory 128");
         assert_eq!(again["CPUIDs"], serde_json::json!([1, 9]));
+    }
+
+    #[test]
+    fn test_an_enclave_attests_through_dev_nsm_and_verifies_only_against_the_exported_root() {
+        let Some(eif) = hello_eif() else { return };
+        let sandbox = Sandbox::new();
+        let ran = sandbox.run(&eif, "--cpu-count 2 --memory 256");
+        let cid = ran["EnclaveCID"].as_u64().unwrap();
+        // The application asks /dev/nsm (nsm-api's driver helpers) for a document.
+        let answer = ask_on(&sandbox, cid, 5007, "c0ffee");
+        assert!(!answer.starts_with("error"), "{answer}");
+        let dir = sandbox.dir.path();
+        let document = dir.join("document.hex");
+        std::fs::write(&document, &answer).unwrap();
+        let root = dir.join("root.pem");
+        let exported = sandbox.nectl(&["attestation-root"]);
+        assert!(exported.status.success());
+        std::fs::write(&root, &exported.stdout).unwrap();
+
+        let path = |p: &Path| p.to_str().unwrap().to_owned();
+        let verify = |document: &Path, root: &Path, extra: &[&str]| {
+            let mut args = vec![
+                "verify-attestation".to_owned(),
+                "--document".to_owned(),
+                path(document),
+                "--root".to_owned(),
+                path(root),
+                "--eif".to_owned(),
+                path(&eif),
+            ];
+            args.extend(extra.iter().map(|a| (*a).to_owned()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            sandbox.nectl(&args)
+        };
+        let verified = verify(&document, &root, &["--nonce", "c0ffee"]);
+        assert!(
+            verified.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verified.stderr)
+        );
+        let verified: Value = serde_json::from_slice(&verified.stdout).unwrap();
+        assert_eq!(verified["ModuleID"], ran["EnclaveID"]);
+        for pcr in ["0", "1", "2"] {
+            assert_eq!(
+                verified["PCRs"][pcr],
+                ran["Measurements"][format!("PCR{pcr}")],
+                "PCR{pcr} is describe-eif's"
+            );
+        }
+        assert_eq!(verified["UserData"], "68656c6c6f");
+
+        // Another installation's root does not vouch for it.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = Command::new(env!("CARGO_BIN_EXE_nectl"))
+            .arg("attestation-root")
+            .env("NECTL_ATTESTATION_DIR", other_dir.path())
+            .output()
+            .unwrap();
+        let other_root = other_dir.path().join("exported.pem");
+        std::fs::write(&other_root, &other.stdout).unwrap();
+        let refused = verify(&document, &other_root, &[]);
+        assert!(!refused.status.success());
+        let why = String::from_utf8_lossy(&refused.stderr);
+        assert!(why.contains("E61") && why.contains("chain"), "{why}");
+
+        // One flipped byte in the signature, or in the payload, and it does not verify.
+        let bytes = hex::decode(&answer).unwrap();
+        for at in [bytes.len() - 1, bytes.len() / 2] {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x20;
+            let altered = dir.join(format!("flipped-{at}.cbor"));
+            std::fs::write(&altered, &flipped).unwrap();
+            let refused = verify(&altered, &root, &[]);
+            assert!(!refused.status.success(), "byte {at} flipped and verified");
+        }
+        // Nor with a nonce it was not made for.
+        assert!(!verify(&document, &root, &["--nonce", "beef"])
+            .status
+            .success());
     }
 
     #[test]
@@ -447,6 +532,11 @@ mod tests {
                 accel: None,
                 state_dir: dir.path().join("vms"),
                 vsock_dir: None,
+                nsm: ne_vm::NsmChoice {
+                    root_dir: dir.path().join("attestation"),
+                    instance_id: "i-0000000000000000".to_owned(),
+                    role_arn: None,
+                },
             }),
             ..ne_parent::ParentConfig::default()
         })

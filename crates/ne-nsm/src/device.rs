@@ -46,8 +46,9 @@ type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
 enum Pending {
     #[default]
     Nothing,
-    /// A request chain (its head and bytes) waiting for a response buffer.
-    Request(u16, Vec<u8>),
+    /// A request chain (its head, and its bytes — `None` when over the limit) waiting for
+    /// a response buffer.
+    Request(u16, Option<Vec<u8>>),
     /// A response buffer waiting for a request.
     Response(Chain),
 }
@@ -56,7 +57,11 @@ impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Pending::Nothing => f.write_str("Nothing"),
-            Pending::Request(head, bytes) => write!(f, "Request({head}, {} bytes)", bytes.len()),
+            Pending::Request(head, bytes) => write!(
+                f,
+                "Request({head}, {:?} bytes)",
+                bytes.as_ref().map(Vec::len)
+            ),
             Pending::Response(chain) => write!(f, "Response({})", chain.head_index()),
         }
     }
@@ -159,15 +164,14 @@ impl NsmDevice {
                     self.respond_into(vring, buffer, request.as_deref())
                 }
                 _ => {
-                    *pending = Pending::Request(head, request.unwrap_or_default());
+                    *pending = Pending::Request(head, request);
                     Ok(())
                 }
             },
             (None, _) => match std::mem::take(&mut *pending) {
                 Pending::Request(request_head, request) => {
                     used(vring, request_head, 0)?;
-                    let request = (request.len() <= MAX_REQUEST_BYTES).then_some(&request[..]);
-                    self.respond_into(vring, chain, request)
+                    self.respond_into(vring, chain, request.as_deref())
                 }
                 _ => {
                     *pending = Pending::Response(chain);
@@ -350,4 +354,167 @@ pub fn serve(socket: &Path, module: NsmModule, name: &str) -> io::Result<Served>
         socket: socket.to_owned(),
         thread: Some(thread),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use aws_nitro_enclaves_nsm_api::api::Request;
+    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::module::ModuleConfig;
+    use crate::RootCa;
+
+    const REQUEST_AT: u64 = 0x10_0000;
+    const RESPONSE_AT: u64 = 0x20_0000;
+    // The virtio descriptor flags (2 and 1).
+    const WRITE: u16 = 2;
+    const NEXT: u16 = 1;
+    const _: () = assert!(WRITE as u32 == VRING_DESC_F_WRITE && NEXT as u32 == VRING_DESC_F_NEXT);
+
+    fn root() -> Arc<RootCa> {
+        static ROOT: OnceLock<Arc<RootCa>> = OnceLock::new();
+        Arc::clone(ROOT.get_or_init(|| Arc::new(RootCa::generate().unwrap())))
+    }
+
+    /// A device whose queue is the mock's, in `mem`.
+    fn device(
+        mem: &GuestMemoryMmap,
+        queue: &MockSplitQueue<'_, GuestMemoryMmap>,
+    ) -> (NsmDevice, VringRwLock) {
+        let module = NsmModule::new(ModuleConfig {
+            module_id: "i-0-enc1".to_owned(),
+            measurements: Vec::new(),
+            debug: false,
+            root: root(),
+        });
+        let device = NsmDevice::new(module);
+        let atomic = GuestMemoryAtomic::new(mem.clone());
+        device.update_memory(atomic.clone()).unwrap();
+        let vring = VringRwLock::new(atomic, 64).unwrap();
+        vring.set_queue_size(64);
+        vring
+            .set_queue_info(
+                queue.desc_table_addr().0,
+                queue.avail_addr().0,
+                queue.used_addr().0,
+            )
+            .unwrap();
+        vring.set_queue_ready(true);
+        (device, vring)
+    }
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap()
+    }
+
+    fn request_bytes(mem: &GuestMemoryMmap, request: &Request) -> u32 {
+        let bytes = serde_cbor::to_vec(request).unwrap();
+        mem.write_slice(&bytes, GuestAddress(REQUEST_AT)).unwrap();
+        u32::try_from(bytes.len()).unwrap()
+    }
+
+    /// The used ring's entries: (descriptor head, length).
+    fn used(queue: &MockSplitQueue<'_, GuestMemoryMmap>) -> Vec<(u32, u32)> {
+        let count = queue.used().idx().load();
+        (0..usize::from(count))
+            .map(|i| {
+                let element = queue.used().ring().ref_at(i).unwrap().load();
+                (element.id(), element.len())
+            })
+            .collect()
+    }
+
+    fn response(mem: &GuestMemoryMmap, len: u32) -> Response {
+        let mut bytes = vec![0u8; len as usize];
+        mem.read_slice(&mut bytes, GuestAddress(RESPONSE_AT))
+            .unwrap();
+        serde_cbor::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn test_two_chains_complete_the_request_with_zero_then_the_response() {
+        // As Linux 6.12's nsm.ko queues them: the request, then the response buffer.
+        let mem = memory();
+        let queue = MockSplitQueue::new(&mem, 64);
+        let len = request_bytes(&mem, &Request::DescribePCR { index: 0 });
+        let descs = [
+            RawDescriptor::from(SplitDescriptor::new(REQUEST_AT, len, 0, 0)),
+            RawDescriptor::from(SplitDescriptor::new(RESPONSE_AT, 0x3000, WRITE, 0)),
+        ];
+        queue.add_desc_chains(&descs, 0).unwrap();
+        let (device, vring) = device(&mem, &queue);
+        device.process_queue(&vring).unwrap();
+        let used = used(&queue);
+        assert_eq!(used.len(), 2);
+        assert_eq!(used[0], (0, 0), "the request chain first, with length 0");
+        assert_eq!(used[1].0, 1);
+        assert!(matches!(
+            response(&mem, used[1].1),
+            Response::DescribePCR { lock: true, .. }
+        ));
+    }
+
+    #[test]
+    fn test_one_chain_with_both_parts_gets_the_response_length() {
+        let mem = memory();
+        let queue = MockSplitQueue::new(&mem, 64);
+        let len = request_bytes(&mem, &Request::GetRandom);
+        let descs = [
+            RawDescriptor::from(SplitDescriptor::new(REQUEST_AT, len, NEXT, 1)),
+            RawDescriptor::from(SplitDescriptor::new(RESPONSE_AT, 0x3000, WRITE, 0)),
+        ];
+        queue.add_desc_chains(&descs, 0).unwrap();
+        let (device, vring) = device(&mem, &queue);
+        device.process_queue(&vring).unwrap();
+        let used = used(&queue);
+        assert_eq!(used.len(), 1);
+        let Response::GetRandom { random } = response(&mem, used[0].1) else {
+            panic!("not random bytes")
+        };
+        assert_eq!(random.len(), 256);
+    }
+
+    #[test]
+    fn test_a_response_buffer_too_small_gets_buffer_too_small() {
+        let mem = memory();
+        let queue = MockSplitQueue::new(&mem, 64);
+        let len = request_bytes(&mem, &Request::GetRandom);
+        let descs = [
+            RawDescriptor::from(SplitDescriptor::new(REQUEST_AT, len, NEXT, 1)),
+            RawDescriptor::from(SplitDescriptor::new(RESPONSE_AT, 64, WRITE, 0)),
+        ];
+        queue.add_desc_chains(&descs, 0).unwrap();
+        let (device, vring) = device(&mem, &queue);
+        device.process_queue(&vring).unwrap();
+        let used = used(&queue);
+        assert!(matches!(
+            response(&mem, used[0].1),
+            Response::Error(ErrorCode::BufferTooSmall)
+        ));
+    }
+
+    #[test]
+    fn test_an_oversized_request_is_answered_input_too_large_without_reading_it() {
+        let mem = memory();
+        let queue = MockSplitQueue::new(&mem, 64);
+        let descs = [
+            RawDescriptor::from(SplitDescriptor::new(REQUEST_AT, 0x1001, 0, 0)),
+            RawDescriptor::from(SplitDescriptor::new(RESPONSE_AT, 0x3000, WRITE, 0)),
+        ];
+        queue.add_desc_chains(&descs, 0).unwrap();
+        let (device, vring) = device(&mem, &queue);
+        device.process_queue(&vring).unwrap();
+        let used = used(&queue);
+        assert_eq!(used[0], (0, 0));
+        assert!(matches!(
+            response(&mem, used[1].1),
+            Response::Error(ErrorCode::InputTooLarge)
+        ));
+    }
 }

@@ -41,6 +41,65 @@ pub struct VmChoice {
     pub state_dir: PathBuf,
     /// Where the parent's vsock Unix sockets go (`<port>.sock`, `enclave-<cid>.sock`).
     pub vsock_dir: Option<PathBuf>,
+    /// Who the parent is to its enclaves' NSMs, and where their root CA lives.
+    pub nsm: NsmChoice,
+}
+
+/// What an enclave's NSM says of its parent, and the root CA that vouches for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NsmChoice {
+    /// The directory of the local root CA (`ne_nsm::ca`), made on first use.
+    pub root_dir: PathBuf,
+    /// The parent's instance id: PCR4, and the start of every enclave's module_id.
+    pub instance_id: String,
+    /// The parent's IAM role ARN, if it has one: PCR3 (zero without one).
+    pub role_arn: Option<String>,
+}
+
+/// The NSM of every enclave the backend boots.
+#[derive(Clone, Debug)]
+pub struct NsmConfig {
+    /// The root CA whose leaves sign the enclaves' documents.
+    pub root: Arc<ne_nsm::RootCa>,
+    /// The parent's instance id.
+    pub instance_id: String,
+    /// The parent's IAM role ARN.
+    pub role_arn: Option<String>,
+}
+
+impl NsmConfig {
+    /// The configuration `choice` describes, its root loaded or made.
+    pub fn from_choice(choice: NsmChoice) -> Result<NsmConfig, ne_nsm::CaError> {
+        Ok(NsmConfig {
+            root: Arc::new(ne_nsm::RootCa::load_or_create(&choice.root_dir)?),
+            instance_id: choice.instance_id,
+            role_arn: choice.role_arn,
+        })
+    }
+
+    /// The NSM of the enclave `request` starts: PCR0–2 (and 8) the image's, PCR3 the
+    /// role's, PCR4 the instance's.
+    fn module(&self, request: &StartRequest<'_>) -> ne_nsm::NsmModule {
+        let image = &request.image.measurements;
+        let mut measurements = vec![
+            (0, image.pcr0.0),
+            (1, image.pcr1.0),
+            (2, image.pcr2.0),
+            (4, ne_nsm::measure_text(&self.instance_id)),
+        ];
+        if let Some(role) = &self.role_arn {
+            measurements.push((3, ne_nsm::measure_text(role)));
+        }
+        if let Some(pcr8) = &image.pcr8 {
+            measurements.push((8, pcr8.0));
+        }
+        ne_nsm::NsmModule::new(ne_nsm::ModuleConfig {
+            module_id: ne_nsm::enclave_id(&self.instance_id, request.enclave.slot_uid),
+            measurements,
+            debug: request.enclave.is_debug(),
+            root: Arc::clone(&self.root),
+        })
+    }
 }
 
 /// Why the VM backend could not start.
@@ -52,6 +111,9 @@ pub enum StartError {
     /// Its directory or its process spawner could not be made.
     #[error("Cannot start the VM backend")]
     Io(#[from] std::io::Error),
+    /// The NSM's root CA could not be loaded or made.
+    #[error("The enclaves' NSM has no root CA")]
+    Attestation(#[from] ne_nsm::CaError),
 }
 
 /// How the VM backend runs enclaves.
@@ -65,6 +127,8 @@ pub struct VmConfig {
     pub state_dir: PathBuf,
     /// How long a stopped VM has to end before it is killed.
     pub stop_grace: Duration,
+    /// The enclaves' NSM; without it they have none.
+    pub nsm: Option<NsmConfig>,
 }
 
 #[derive(Debug)]
@@ -73,6 +137,17 @@ struct Running {
     cid: u64,
     vsock: Served,
     mux: Arc<ne_vsock::Mux>,
+    nsm: Option<ne_nsm::Served>,
+}
+
+impl Running {
+    /// Ends the VM's devices once the VM is gone.
+    fn shutdown_devices(self) {
+        self.vsock.shutdown();
+        if let Some(nsm) = self.nsm {
+            nsm.shutdown();
+        }
+    }
 }
 
 /// Boots enclaves as QEMU VMs.
@@ -121,6 +196,7 @@ impl VmBackend {
             accel: choice.accel.unwrap_or_else(Accel::detect),
             state_dir: choice.state_dir,
             stop_grace: STOP_GRACE,
+            nsm: Some(NsmConfig::from_choice(choice.nsm)?),
         };
         Ok(VmBackend::new(
             config,
@@ -168,6 +244,20 @@ impl VmBackend {
             self.router.remove_enclave(enclave.cid, &mux);
             refused(EIO, format!("the vsock device: {e}"))
         })?;
+        let nsm = match &self.config.nsm {
+            Some(config) => {
+                let name = format!("ne-nsm-{}", enclave.cid);
+                match ne_nsm::serve(&dir.join("nsm.sock"), config.module(request), &name) {
+                    Ok(served) => Some(served),
+                    Err(e) => {
+                        vsock.shutdown();
+                        self.router.remove_enclave(enclave.cid, &mux);
+                        return Err(refused(EIO, format!("the NSM device: {e}")));
+                    }
+                }
+            }
+            None => None,
+        };
         let spec = VmSpec {
             cid: enclave.cid,
             vcpus: enclave.vcpus.len(),
@@ -176,6 +266,7 @@ impl VmBackend {
             initrd,
             cmdline: String::from_utf8_lossy(request.image.cmdline()).into_owned(),
             vsock: Some(vsock.socket().to_owned()),
+            nsm: nsm.as_ref().map(|served| served.socket().to_owned()),
             qmp: dir.join("qmp.sock"),
             accel: self.config.accel,
         };
@@ -209,6 +300,7 @@ impl VmBackend {
                 cid: enclave.cid,
                 vsock,
                 mux,
+                nsm,
             },
         );
         Ok(())
@@ -392,7 +484,7 @@ impl Backend for VmBackend {
             );
             running.vm.stop(self.config.stop_grace);
             vsock_down(&self.router, running.cid, &running.mux);
-            running.vsock.shutdown();
+            running.shutdown_devices();
         }
     }
 
@@ -404,7 +496,7 @@ impl Backend for VmBackend {
             .pop_front()?;
         if let HypervisorEvent::Stopped { slot_uid, .. } = &event {
             if let Some(running) = self.running.remove(slot_uid) {
-                running.vsock.shutdown();
+                running.shutdown_devices();
             }
         }
         Some(event)

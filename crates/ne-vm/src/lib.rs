@@ -30,6 +30,8 @@ mod qemu;
 mod qmp;
 mod vm;
 
-pub use backend::{donated_runs, StartError, VmBackend, VmChoice, VmConfig, STOP_GRACE};
+pub use backend::{
+    donated_runs, NsmChoice, NsmConfig, StartError, VmBackend, VmChoice, VmConfig, STOP_GRACE,
+};
 pub use qemu::{cache_dir, Accel, Qemu, QemuError};
 pub use vm::{arguments, stop_reason, EnclaveRam, MemoryRun, Spawner, Vm, VmEnded, VmSpec};

@@ -71,6 +71,8 @@ pub struct VmSpec {
     pub cmdline: String,
     /// The vhost-user socket of its vsock device.
     pub vsock: Option<PathBuf>,
+    /// The vhost-user socket of its NSM device.
+    pub nsm: Option<PathBuf>,
     /// The QMP socket QEMU waits on at start: how the supervisor learns why the VM ended.
     pub qmp: PathBuf,
     /// How its vCPUs run.
@@ -156,6 +158,17 @@ pub fn arguments(qemu: &Qemu, spec: &VmSpec) -> Vec<OsString> {
             format!("socket,id=vsock,path={}", path_str(socket)),
             "-device".into(),
             "vhost-user-vsock-pci,chardev=vsock".into(),
+        ]);
+    }
+    if let Some(socket) = &spec.nsm {
+        args.extend([
+            "-chardev".into(),
+            format!("socket,id=nsm,path={}", path_str(socket)),
+            "-device".into(),
+            format!(
+                "vhost-user-test-device-pci,virtio-id={},num_vqs=1,chardev=nsm",
+                ne_nsm::device::VIRTIO_ID_NSM
+            ),
         ]);
     }
     args.into_iter().map(OsString::from).collect()
@@ -429,6 +442,7 @@ mod tests {
             initrd: PathBuf::from("/i"),
             cmdline: "console=ttyS0".to_owned(),
             vsock: Some(PathBuf::from("/v.sock")),
+            nsm: None,
             qmp: PathBuf::from("/q.sock"),
             accel: Accel::Tcg,
         };
@@ -458,6 +472,7 @@ mod tests {
             initrd: PathBuf::from("/i"),
             cmdline: String::new(),
             vsock: None,
+            nsm: None,
             qmp: PathBuf::from("/q.sock"),
             accel: Accel::Kvm,
         };

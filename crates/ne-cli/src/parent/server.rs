@@ -30,6 +30,11 @@ use crate::parent::protocol::{self, Cpus, Request, Response, Target};
 pub const DEFAULT_INSTANCE_ID: &str = "i-0000000000000000";
 /// The environment variable that sets the instance ID used in enclave IDs.
 pub const INSTANCE_ID_ENV: &str = "NECTL_INSTANCE_ID";
+/// The parent's instance id: `$NECTL_INSTANCE_ID`, else [`DEFAULT_INSTANCE_ID`].
+pub fn instance_id() -> String {
+    std::env::var(INSTANCE_ID_ENV).unwrap_or_else(|_| DEFAULT_INSTANCE_ID.to_owned())
+}
+
 /// How long `End` waits for the driver to see the enclave's event.
 const EVENT_WAIT: Duration = Duration::from_secs(5);
 const MIB: u64 = 1 << 20;
@@ -104,8 +109,7 @@ fn run<P: ParentInstance + 'static>(
         parent,
         enclaves: Mutex::new(Vec::new()),
         names: Mutex::new(BTreeSet::new()),
-        instance_id: std::env::var(INSTANCE_ID_ENV)
-            .unwrap_or_else(|_| DEFAULT_INSTANCE_ID.to_owned()),
+        instance_id: instance_id(),
         socket: socket.to_owned(),
     });
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "parent listening");
@@ -302,7 +306,7 @@ impl<P: ParentInstance> Server<P> {
             }
         };
         let entry = Entry {
-            id: format!("{}-enc{:x}", self.instance_id, launched.enclave.slot_uid()),
+            id: ne_nsm::enclave_id(&self.instance_id, launched.enclave.slot_uid()),
             name,
             launched,
         };
