@@ -3,7 +3,7 @@
 # The main job on the embedded default: builds the hello enclave (Debian's cloud kernel,
 # the project's init and a small application), boots it as a VM on the emulated parent,
 # shows the line it prints on its console, talks to it over vsock from the parent's side,
-# describes it and terminates it.
+# verifies the attestation document its NSM signed, describes it and terminates it.
 #
 # The first run downloads QEMU and the kernel from Debian's archive (about 100 MB, no root
 # needed) into $NE_CACHE (default ~/.cache/ne); later runs reuse them. The image stays in
@@ -38,6 +38,11 @@ step console --enclave-name hello --disconnect-timeout 1 | tail -n 4
 
 say "talking to it over vsock: CID $cid, port 5005"
 echo "greetings from the parent" | step connect --enclave-cid "$cid" --port 5005
+say "its attestation document: the application asks its /dev/nsm (port 5007 answers a nonce with one)"
+echo c0ffee | "$nectl" connect --enclave-cid "$cid" --port 5007 > "$work/document.hex"
+echo "$(wc -c < "$work/document.hex") hex digits; verified against this installation's root (nectl attestation-root):"
+step verify-attestation --document "$work/document.hex" --nonce c0ffee | sed '/"PCRs"/,/}/d'
+echo "(a debug-mode enclave's PCRs are zero, as on Nitro; without --debug-mode they are describe-eif's)"
 
 step describe-enclaves
 step terminate-enclave --enclave-name hello

@@ -297,10 +297,11 @@ mod tests {
         );
         let verified: Value = serde_json::from_slice(&verified.stdout).unwrap();
         assert_eq!(verified["ModuleID"], ran["EnclaveID"]);
+        let described = sandbox.json(&["describe-eif", "--eif-path", &path(&eif)]);
         for pcr in ["0", "1", "2"] {
             assert_eq!(
                 verified["PCRs"][pcr],
-                ran["Measurements"][format!("PCR{pcr}")],
+                described["Measurements"][format!("PCR{pcr}")],
                 "PCR{pcr} is describe-eif's"
             );
         }

@@ -163,7 +163,8 @@ impl NsmDevice {
                     used(vring, head, 0)?;
                     self.respond_into(vring, buffer, request.as_deref())
                 }
-                _ => {
+                displaced => {
+                    discard(vring, displaced)?;
                     *pending = Pending::Request(head, request);
                     Ok(())
                 }
@@ -173,7 +174,8 @@ impl NsmDevice {
                     used(vring, request_head, 0)?;
                     self.respond_into(vring, chain, request.as_deref())
                 }
-                _ => {
+                displaced => {
+                    discard(vring, displaced)?;
                     *pending = Pending::Response(chain);
                     Ok(())
                 }
@@ -195,6 +197,16 @@ impl NsmDevice {
         let response = self.answer(request, room);
         let written = write_response(buffer, &response);
         used(vring, head, written)
+    }
+}
+
+/// Gives back, unanswered, a half that another of its kind replaced (a driver that queues
+/// two requests before a response buffer): the queue never loses a descriptor.
+fn discard(vring: &VringRwLock, displaced: Pending) -> io::Result<()> {
+    match displaced {
+        Pending::Nothing => Ok(()),
+        Pending::Request(head, _) => used(vring, head, 0),
+        Pending::Response(chain) => used(vring, chain.head_index(), 0),
     }
 }
 
@@ -478,6 +490,28 @@ mod tests {
             panic!("not random bytes")
         };
         assert_eq!(random.len(), 256);
+    }
+
+    #[test]
+    fn test_two_requests_in_a_row_give_the_first_back_and_answer_the_second() {
+        let mem = memory();
+        let queue = MockSplitQueue::new(&mem, 64);
+        let len = request_bytes(&mem, &Request::DescribeNSM);
+        let descs = [
+            RawDescriptor::from(SplitDescriptor::new(REQUEST_AT, len, 0, 0)),
+            RawDescriptor::from(SplitDescriptor::new(REQUEST_AT, len, 0, 0)),
+            RawDescriptor::from(SplitDescriptor::new(RESPONSE_AT, 0x3000, WRITE, 0)),
+        ];
+        queue.add_desc_chains(&descs, 0).unwrap();
+        let (device, vring) = device(&mem, &queue);
+        device.process_queue(&vring).unwrap();
+        let used = used(&queue);
+        assert_eq!(used.len(), 3, "no descriptor kept: {used:?}");
+        assert_eq!(&used[..2], &[(0, 0), (1, 0)]);
+        assert!(matches!(
+            response(&mem, used[2].1),
+            Response::DescribeNSM { .. }
+        ));
     }
 
     #[test]
