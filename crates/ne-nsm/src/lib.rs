@@ -7,7 +7,7 @@
 //!   GetRandom, Attestation) answered from the PCRs, with the API's error codes;
 //! - [`ca`]: the local root (made once, kept owner-only) and the leaves it issues;
 //! - [`document`]: the COSE_Sign1 (ES384) documents;
-//! - [`verify`]: what a verifier checks, with `rustls-webpki`, `coset` and `p384`;
+//! - [`mod@verify`]: what a verifier checks, with `rustls-webpki`, `coset` and `p384`;
 //! - [`device`]: the vhost-user device (virtio id 33, one queue) Linux's `nsm.ko` binds.
 //!
 //! The PCRs Nitro measures: 0, 1, 2 the image (`describe-eif`'s), 3 the parent's role
