@@ -501,4 +501,102 @@ mod tests {
         drop(client);
         serving.join().unwrap().unwrap();
     }
+
+    /// Where RAM starts on arm64's `virt` machine: file offset = address − this.
+    const VIRT_RAM_BASE: u64 = 0x4000_0000;
+
+    /// A client with both vectors' eventfds and `ram` mapped at `VIRT_RAM_BASE`.
+    fn virt_client(socket: &Path, ram: &std::fs::File) -> (Client, EventFd, EventFd) {
+        let mut client = connect(socket);
+        let reply = EventFd::new(EFD_NONBLOCK).unwrap();
+        let event = EventFd::new(EFD_NONBLOCK).unwrap();
+        client
+            .set_irqs(
+                VFIO_PCI_MSIX_IRQ_INDEX,
+                VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+                0,
+                2,
+                &[reply.as_raw_fd(), event.as_raw_fd()],
+            )
+            .unwrap();
+        client
+            .dma_map(0, VIRT_RAM_BASE, GIB, ram.as_raw_fd())
+            .unwrap();
+        (client, reply, event)
+    }
+
+    #[test]
+    fn test_a_vfio_reset_keeps_the_ram_map_so_memory_can_still_be_added() {
+        // QEMU's `virt` sends its DMA maps once, before the machine reset that resets the
+        // device, and never again: a reset that forgot them refused every region (EFAULT).
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("ne.sock");
+        let server = NeServer::new(&socket, default_device_config()).unwrap();
+        let serving = thread::spawn(move || server.serve_one());
+        let ram = ram_with(GIB, &[]);
+        let (mut client, reply, _event) = virt_client(&socket, &ram);
+        client.reset().unwrap();
+        client.region_write(BAR3, regs::ENABLE, &[1]).unwrap();
+        assert_eq!(command(&mut client, &reply, Command::SlotAlloc, &[0]), 0);
+        let uid = u64::from(read_u32(&mut client, BAR3, regs::RECV_DATA + 8));
+        let inside = le(&[uid, VIRT_RAM_BASE + (64 << 20), 2 << 20]);
+        assert_eq!(
+            command(&mut client, &reply, Command::SlotAddMem, &inside),
+            0,
+            "memory in the RAM mapped before the reset"
+        );
+        let outside = le(&[uid, 0, 2 << 20]);
+        assert_eq!(
+            command(&mut client, &reply, Command::SlotAddMem, &outside),
+            -14,
+            "memory outside every map is EFAULT"
+        );
+        drop(client);
+        serving.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn test_an_image_in_ram_mapped_at_1_gib_is_read_through_the_maps_offset() {
+        // RAM at 0x4000_0000 with file offset 0: the image at guest 0x4000_0000 + 8 MiB is
+        // at file offset 8 MiB. Nothing may assume that an address is a file offset.
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("ne.sock");
+        let server = NeServer::new(&socket, default_device_config()).unwrap();
+        let shared = server.shared();
+        let serving = thread::spawn(move || server.serve_one());
+        let image = sample_eif();
+        let ram = ram_with(GIB, &image);
+        let (mut client, reply, _event) = virt_client(&socket, &ram);
+        client.region_write(BAR3, regs::ENABLE, &[1]).unwrap();
+        assert_eq!(command(&mut client, &reply, Command::SlotAlloc, &[0]), 0);
+        let uid = u64::from(read_u32(&mut client, BAR3, regs::RECV_DATA + 8));
+        let add_mem = le(&[uid, VIRT_RAM_BASE, 64 << 20]);
+        assert_eq!(
+            command(&mut client, &reply, Command::SlotAddMem, &add_mem),
+            0
+        );
+        assert_eq!(
+            command(&mut client, &reply, Command::SlotAddVcpu, &le(&[uid, 1])),
+            0
+        );
+        assert_eq!(
+            command(
+                &mut client,
+                &reply,
+                Command::EnclaveStart,
+                &le(&[uid, 0, 0])
+            ),
+            0
+        );
+        let expected = ne_eif::Eif::parse(&image).unwrap().measurements();
+        let device = shared.device();
+        let loaded = device
+            .hypervisor()
+            .image(uid)
+            .expect("the image was loaded");
+        assert_eq!(loaded.measurements, expected);
+        drop(device);
+        drop(client);
+        serving.join().unwrap().unwrap();
+    }
 }
