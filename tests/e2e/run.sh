@@ -53,6 +53,7 @@ cp "$guest/vmlinuz" "$root/tmp/ne-e2e/vmlinuz"
 socket=$root/run/ne-e2e.sock
 control=$work/control.sock
 serial=$work/serial.log
+: >"$serial"   # the loop below reads it before QEMU has written anything
 server_log=$work/server.log
 rm -f "$socket"
 "$nectl" serve --backend sim --socket "$socket" --control "$control" >"$server_log" 2>&1 &

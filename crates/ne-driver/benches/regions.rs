@@ -10,45 +10,14 @@
 
 use std::time::Instant;
 
-use ne_abi::NeUserMemoryRegion;
 use ne_device::DeviceConfig;
-use ne_driver::{errno, Page, UserMemory};
 
 mod common;
 
-const HUGEPAGE: u64 = 2 << 20;
-const USER_BASE: u64 = 0x7f00_0000_0000;
-const PHYS_BASE: u64 = 1 << 30;
+use common::{region, Scattered};
+
 const BATCH: u64 = 100;
 const BATCHES: u64 = 20;
-
-/// User memory where every 2 MiB page is a hugepage, physically two pages apart from its
-/// neighbour so that no two regions merge into one run.
-struct Scattered;
-
-impl UserMemory for Scattered {
-    fn access_ok(&self, addr: u64, size: u64) -> bool {
-        addr >= USER_BASE && addr.checked_add(size).is_some()
-    }
-
-    fn page(&self, addr: u64) -> Result<Page, i32> {
-        let index = addr.checked_sub(USER_BASE).ok_or(errno::EFAULT)? / HUGEPAGE;
-        Ok(Page {
-            phys: PHYS_BASE + index * 2 * HUGEPAGE + addr % HUGEPAGE,
-            size: HUGEPAGE,
-            hugetlb: true,
-            numa_node: 0,
-        })
-    }
-}
-
-fn region(index: u64) -> NeUserMemoryRegion {
-    NeUserMemoryRegion {
-        flags: 0,
-        memory_size: HUGEPAGE,
-        userspace_addr: USER_BASE + index * HUGEPAGE,
-    }
-}
 
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
@@ -60,7 +29,7 @@ fn main() {
     let most = sizes[sizes.len() - 1] + BATCH * BATCHES;
     let (bar, vectors) = common::device(DeviceConfig {
         max_mem_regions: most,
-        parent_ram: std::iter::once(0..PHYS_BASE + 2 * most * HUGEPAGE).collect(),
+        parent_ram: common::scattered_ram(most),
         ..DeviceConfig::default()
     });
     let driver = common::probe(bar, vectors);

@@ -9,83 +9,24 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ne_abi::Command;
 use ne_device::{DeviceConfig, SimulatedHypervisor};
 use ne_driver::inproc::InProcBar;
-use ne_driver::{Bar, NeDriver};
+use ne_driver::NeDriver;
 
 mod common;
 
-/// One BAR access: a write or a read, where and how long.
-#[derive(Clone, Copy, Debug)]
-struct Access {
-    write: bool,
-    offset: u64,
-    len: usize,
-}
-
-type InProc = InProcBar<SimulatedHypervisor>;
-
-/// A BAR that passes everything to the device and records the accesses while asked to
-/// (a flag checked without a lock, so measuring costs nothing). Clones share all.
-#[derive(Clone)]
-struct Recording {
-    inner: Arc<InProc>,
-    recording: Arc<AtomicBool>,
-    accesses: Arc<Mutex<Vec<Access>>>,
-}
-
-impl Bar for Recording {
-    fn read(&self, offset: u64, data: &mut [u8]) {
-        self.record(false, offset, data.len());
-        self.inner.read(offset, data);
-    }
-    fn write(&self, offset: u64, data: &[u8]) {
-        self.record(true, offset, data.len());
-        self.inner.write(offset, data);
-    }
-}
-
-impl Recording {
-    fn record(&self, write: bool, offset: u64, len: usize) {
-        if self.recording.load(Ordering::Relaxed) {
-            let mut accesses = self.accesses.lock().unwrap_or_else(PoisonError::into_inner);
-            accesses.push(Access { write, offset, len });
-        }
-    }
-}
-
-/// The floor: BAR 3 as plain memory.
-struct PlainBar(Mutex<Vec<u8>>);
-
-impl Bar for PlainBar {
-    fn read(&self, offset: u64, data: &mut [u8]) {
-        let memory = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let at = usize::try_from(offset).unwrap_or(0);
-        data.copy_from_slice(&memory[at..at + data.len()]);
-    }
-    fn write(&self, offset: u64, data: &[u8]) {
-        let mut memory = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let at = usize::try_from(offset).unwrap_or(0);
-        memory[at..at + data.len()].copy_from_slice(data);
-    }
-}
-
 /// A driver probed on a device model in this process, and its recording BAR.
-fn driver() -> (NeDriver<Recording>, Recording) {
+fn driver() -> (NeDriver<common::Recording<InProc>>, common::Recording<InProc>) {
     let (device, vectors) = common::device(DeviceConfig::default());
-    let bar = Recording {
-        inner: Arc::new(device),
-        recording: Arc::new(AtomicBool::new(false)),
-        accesses: Arc::new(Mutex::new(Vec::new())),
-    };
+    let bar = common::Recording::new(device);
     let driver = common::probe(bar.clone(), vectors);
     (driver, bar)
 }
+
+type InProc = InProcBar<SimulatedHypervisor>;
 
 fn slot_info(c: &mut Criterion) {
     let (driver, bar) = driver();
@@ -94,31 +35,19 @@ fn slot_info(c: &mut Criterion) {
         .expect("SLOT_ALLOC");
     let uid = reply.slot_uid.get();
     let payload = uid.to_le_bytes();
-    bar.recording.store(true, Ordering::Relaxed);
-    driver
-        .request(Command::SlotInfo.number(), &payload)
-        .expect("SLOT_INFO");
-    bar.recording.store(false, Ordering::Relaxed);
-    let accesses =
-        std::mem::take(&mut *bar.accesses.lock().unwrap_or_else(PoisonError::into_inner));
+    let accesses = bar.record_during(|| {
+        driver
+            .request(Command::SlotInfo.number(), &payload)
+            .expect("SLOT_INFO");
+    });
 
     let mut group = c.benchmark_group("slot_info");
     group.bench_function("driver_to_device_and_back", |b| {
         b.iter(|| driver.request(Command::SlotInfo.number(), black_box(&payload)));
     });
-    let plain = PlainBar(Mutex::new(vec![0; 4096]));
-    let mut buffer = vec![0u8; 4096];
+    let mut plain = common::PlainBar::new();
     group.bench_function("floor_same_bar_accesses_on_plain_memory", |b| {
-        b.iter(|| {
-            for access in &accesses {
-                let data = &mut buffer[..access.len];
-                if access.write {
-                    plain.write(access.offset, black_box(data));
-                } else {
-                    plain.read(access.offset, data);
-                }
-            }
-        });
+        b.iter(|| plain.replay(&accesses));
     });
     group.finish();
 }
