@@ -103,6 +103,8 @@ pub struct Slot {
     uid: u64,
     state: SlotState,
     regions: Vec<MemRegion>,
+    /// The regions' ends by their starts, for the overlap check.
+    region_ends: BTreeMap<u64, u64>,
     vcpus: Vec<u32>,
     mem_size: u64,
 }
@@ -133,6 +135,15 @@ impl Slot {
         self.mem_size
     }
 
+    /// Whether one of this slot's regions overlaps `start..end`: only the last region that
+    /// starts before `end` can (a slot's regions never overlap each other).
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.region_ends
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, &region_end)| region_end > start)
+    }
+
     /// What the hypervisor needs to start this slot's enclave with `cid` and `flags`.
     pub fn spec(&self, cid: u64, flags: u64) -> EnclaveSpec<'_> {
         EnclaveSpec {
@@ -145,15 +156,10 @@ impl Slot {
     }
 }
 
-/// A donated region's end and owner, indexed by its start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RegionOwner {
-    end: u64,
-    slot_uid: u64,
-}
-
 /// Every slot, and indexes of what they hold, so that no region, vCPU or live CID is held
-/// twice.
+/// twice. Each slot indexes its own regions: an overlap check is one lookup per slot, and
+/// freeing a slot drops its index whole instead of removing its regions one by one from a
+/// shared one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotTable {
     max_slots: usize,
@@ -162,7 +168,6 @@ pub struct SlotTable {
     parent_cpus: u32,
     parent_ram: Vec<Range<u64>>,
     slots: BTreeMap<u64, Slot>,
-    regions: BTreeMap<u64, RegionOwner>,
     vcpu_owners: BTreeMap<u32, u64>,
     live_cids: BTreeMap<u64, u64>,
     next_uid: u64,
@@ -179,7 +184,6 @@ impl SlotTable {
             parent_cpus: config.parent_cpus,
             parent_ram: config.parent_ram.clone(),
             slots: BTreeMap::new(),
-            regions: BTreeMap::new(),
             vcpu_owners: BTreeMap::new(),
             live_cids: BTreeMap::new(),
             next_uid: FIRST_SLOT_UID,
@@ -238,6 +242,7 @@ impl SlotTable {
                 uid,
                 state: SlotState::Init,
                 regions: Vec::new(),
+                region_ends: BTreeMap::new(),
                 vcpus: Vec::new(),
                 mem_size: 0,
             },
@@ -282,9 +287,8 @@ impl SlotTable {
                 limit: self.max_mem_regions,
             });
         }
-        self.regions
-            .insert(paddr, RegionOwner { end, slot_uid: uid });
         let slot = self.slot_mut(uid)?;
+        slot.region_ends.insert(paddr, end);
         slot.regions.push(region);
         slot.mem_size = slot.mem_size.saturating_add(size);
         Ok(())
@@ -460,7 +464,6 @@ impl SlotTable {
             .map(|slot| slot.uid)
             .collect();
         self.slots.clear();
-        self.regions.clear();
         self.vcpu_owners.clear();
         self.live_cids.clear();
         live
@@ -572,8 +575,10 @@ impl SlotTable {
 
     /// The owner of a donated region that overlaps `start..end`.
     fn region_overlapping(&self, start: u64, end: u64) -> Option<u64> {
-        let (_, before) = self.regions.range(..end).next_back()?;
-        (before.end > start).then_some(before.slot_uid)
+        self.slots
+            .values()
+            .find(|slot| slot.overlaps(start, end))
+            .map(|slot| slot.uid)
     }
 
     fn pick_cid(&self) -> Result<u64, CmdError> {
@@ -593,9 +598,6 @@ impl SlotTable {
         let Some(slot) = self.slots.remove(&uid) else {
             return;
         };
-        for region in &slot.regions {
-            self.regions.remove(&region.paddr);
-        }
         for vcpu in &slot.vcpus {
             self.vcpu_owners.remove(vcpu);
         }
