@@ -51,7 +51,9 @@ fn main() {
     )
     .expect("device");
     probe(&mut device);
-    let uid = request(&mut device, &SlotAllocReq::default()).slot_uid.get();
+    let uid = request(&mut device, &SlotAllocReq::default())
+        .slot_uid
+        .get();
     let add = |device: &mut NePciDevice<NoInterrupts>, index: u64| {
         let reply = request(
             device,
@@ -88,7 +90,12 @@ fn main() {
         ));
     }
     let started = Instant::now();
-    let reply = request(&mut device, &SlotFreeReq { slot_uid: U64::new(uid) });
+    let reply = request(
+        &mut device,
+        &SlotFreeReq {
+            slot_uid: U64::new(uid),
+        },
+    );
     let free_ms = started.elapsed().as_secs_f64() * 1e3;
     assert_eq!(reply.rc.get(), 0, "SLOT_FREE");
     println!(

@@ -31,7 +31,8 @@ fn crash_among_four(c: &mut Criterion) {
         parent_ram: common::scattered_ram(ENCLAVES * 32),
         ..DeviceConfig::default()
     });
-    let driver = common::probe(bar, vectors);
+    // Five cores of two threads: the pool's four cores hold one enclave each.
+    let driver = common::probe_shaped(bar, vectors, 5, "1-4,6-9");
     let mut group = c.benchmark_group("crash_among_four");
     group.bench_function("backend_report_to_waiter_woken", |b| {
         b.iter_custom(|iterations| {

@@ -23,7 +23,9 @@ const REGIONS: u64 = 256;
 /// One lifecycle, as the kernel's sample runs it.
 fn lifecycle<B: Bar + 'static>(driver: &NeDriver<B>) {
     let enclave = driver.create_vm().expect("NE_CREATE_VM");
-    enclave.image_load_info(0).expect("NE_GET_IMAGE_LOAD_INFO");
+    enclave
+        .image_load_info(ne_abi::uapi::EIF_IMAGE)
+        .expect("NE_GET_IMAGE_LOAD_INFO");
     for index in 0..REGIONS {
         enclave
             .set_user_memory_region(region(index), &Scattered)

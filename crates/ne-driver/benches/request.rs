@@ -19,7 +19,10 @@ use ne_driver::NeDriver;
 mod common;
 
 /// A driver probed on a device model in this process, and its recording BAR.
-fn driver() -> (NeDriver<common::Recording<InProc>>, common::Recording<InProc>) {
+fn driver() -> (
+    NeDriver<common::Recording<InProc>>,
+    common::Recording<InProc>,
+) {
     let (device, vectors) = common::device(DeviceConfig::default());
     let bar = common::Recording::new(device);
     let driver = common::probe(bar.clone(), vectors);

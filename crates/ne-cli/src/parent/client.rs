@@ -84,12 +84,20 @@ fn spawn_parent(socket: &Path, start: ParentStart) -> Result<()> {
     command.args(start.args());
     let mut child = command
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(log)
         // Its own process group: a Ctrl-C meant for this nectl does not reach it.
         .process_group(0)
         .spawn()
         .map_err(|e| unreachable(socket, &format!("cannot start it: {e}")))?;
+    let listening = child
+        .stdout
+        .take()
+        .map(|out| wait_for_line(out, START_TIMEOUT));
+    if listening == Some(Readiness::Listening) {
+        end_unless_owner(socket, &mut child);
+        return Ok(());
+    }
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
         if UnixStream::connect(socket).is_ok() {
@@ -131,6 +139,42 @@ fn spawn_parent(socket: &Path, start: ParentStart) -> Result<()> {
     let _ = child.kill();
     let _ = child.wait();
     Err(unreachable(socket, "it did not start listening in time"))
+}
+
+/// What a newly started parent said on its standard output.
+#[derive(Debug, PartialEq, Eq)]
+enum Readiness {
+    /// It announced that it listens.
+    Listening,
+    /// It closed its output without a word (it exited), or `timeout` passed.
+    Silent,
+}
+
+/// Waits up to `timeout` for the first line `out` carries.
+fn wait_for_line(out: std::process::ChildStdout, timeout: Duration) -> Readiness {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use std::io::BufRead;
+    let deadline = Instant::now() + timeout;
+    let mut fds = [PollFd::new(&out, PollFlags::IN)];
+    loop {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return Readiness::Silent;
+        };
+        let left = Timespec {
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        match poll(&mut fds, Some(&left)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => break,
+            Err(_) => return Readiness::Silent,
+        }
+    }
+    let mut line = String::new();
+    match std::io::BufReader::new(out).read_line(&mut line) {
+        Ok(n) if n > 0 && line.contains("Listening") => Readiness::Listening,
+        _ => Readiness::Silent,
+    }
 }
 
 /// Ends `child` if another parent answers on `socket`: two `nectl`s that start a parent at

@@ -30,6 +30,20 @@ use crate::parent::protocol::{self, Cpus, Request, Response, Target};
 pub const DEFAULT_INSTANCE_ID: &str = "i-0000000000000000";
 /// The environment variable that sets the instance ID used in enclave IDs.
 pub const INSTANCE_ID_ENV: &str = "NECTL_INSTANCE_ID";
+/// Tells whoever started this parent that it listens — one JSON line on standard output,
+/// which the `nectl` that spawned it in the background waits for — then points standard
+/// output at `/dev/null`, so nothing later writes to a pipe whose reader has gone.
+fn announce_listening(socket: &Path) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", json!({ "Listening": socket }));
+    let _ = out.flush();
+    drop(out);
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdout(&null);
+    }
+}
+
 /// The parent's instance id: `$NECTL_INSTANCE_ID`, else [`DEFAULT_INSTANCE_ID`].
 pub fn instance_id() -> String {
     std::env::var(INSTANCE_ID_ENV).unwrap_or_else(|_| DEFAULT_INSTANCE_ID.to_owned())
@@ -113,6 +127,7 @@ fn run<P: ParentInstance + 'static>(
         socket: socket.to_owned(),
     });
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "parent listening");
+    announce_listening(socket);
     // A termination signal stops the parent as `nectl parent stop` does: every enclave
     // terminated, the socket removed.
     let stopping = socket.to_owned();

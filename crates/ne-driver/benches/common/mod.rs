@@ -18,14 +18,14 @@ use ne_driver::{errno, Bar, DriverConfig, NeDriver, Page, Topology, UserMemory, 
 pub(crate) type Device = Arc<Mutex<InProcDevice<SimulatedHypervisor>>>;
 
 /// BAR 3 of a device model in this process, enabled as the PCI core leaves it, for a
-/// parent of 8 CPUs and `config`'s other settings; the vectors it raises; the device.
+/// parent of 16 CPUs and `config`'s other settings; the vectors it raises; the device.
 pub(crate) fn device_and_bar(
     config: DeviceConfig,
 ) -> (InProcBar<SimulatedHypervisor>, Arc<Vectors>, Device) {
     let vectors = Arc::new(Vectors::new());
     let mut device: InProcDevice<SimulatedHypervisor> = InProcDevice::with_events(
         DeviceConfig {
-            parent_cpus: 8,
+            parent_cpus: 16,
             ..config
         },
         Arc::clone(&vectors),
@@ -46,14 +46,24 @@ pub(crate) fn device(config: DeviceConfig) -> (InProcBar<SimulatedHypervisor>, A
 
 /// The driver probed over `bar` on a parent of 4 cores of 2 threads, pool `1-3,5-7`.
 pub(crate) fn probe<B: Bar + 'static>(bar: B, vectors: Arc<Vectors>) -> NeDriver<B> {
+    probe_shaped(bar, vectors, 4, "1-3,5-7")
+}
+
+/// The driver probed over `bar` on a parent of `cores` cores of 2 threads, with `pool`.
+pub(crate) fn probe_shaped<B: Bar + 'static>(
+    bar: B,
+    vectors: Arc<Vectors>,
+    cores: u32,
+    pool: &str,
+) -> NeDriver<B> {
     let driver = NeDriver::probe(
         bar,
         vectors,
-        Topology::uniform(4, 2, 1),
+        Topology::uniform(cores, 2, 1),
         DriverConfig::default(),
     )
     .expect("probe");
-    driver.set_cpu_pool("1-3,5-7").expect("pool");
+    driver.set_cpu_pool(pool).expect("pool");
     driver
 }
 
