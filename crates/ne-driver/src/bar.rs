@@ -179,14 +179,22 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let counts = vectors.wait_beyond(MsixVector::Reply, 0, Some(deadline));
         assert_eq!(counts.reply, 1);
-        assert!(Instant::now() < deadline, "it waited for a raise that had happened");
+        assert!(
+            Instant::now() < deadline,
+            "it waited for a raise that had happened"
+        );
     }
 
     #[test]
     fn test_a_deadline_ends_the_wait_and_leaves_no_sleeper_counted() {
         let vectors = Vectors::new();
         let deadline = Instant::now() + Duration::from_millis(20);
-        assert_eq!(vectors.wait_beyond(MsixVector::Reply, 0, Some(deadline)).reply, 0);
+        assert_eq!(
+            vectors
+                .wait_beyond(MsixVector::Reply, 0, Some(deadline))
+                .reply,
+            0
+        );
         assert_eq!(vectors.lock().reply_sleepers, 0);
     }
 }
