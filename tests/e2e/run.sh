@@ -31,7 +31,9 @@ work=$(mktemp -d)
 server_pid=""
 cleanup() {
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
-    mountpoint -q "$root/dev" && umount "$root/dev"
+    for mount in "$root/dev" "$root/src" "$root/cargo-home/registry"; do
+        if mountpoint -q "$mount"; then umount "$mount"; fi
+    done
     rm -rf "$work" "$root/tmp/ne-e2e"
 }
 trap cleanup EXIT
@@ -50,59 +52,61 @@ mkdir -p "$root/tmp/ne-e2e" "$root/run"
 (cd "$work/initrd" && find . | cpio -o -H newc --quiet | gzip -1) >"$root/tmp/ne-e2e/initrd.gz"
 cp "$guest/vmlinuz" "$root/tmp/ne-e2e/vmlinuz"
 
-socket=$root/run/ne-e2e.sock
-control=$work/control.sock
-serial=$work/serial.log
-: >"$serial"   # the loop below reads it before QEMU has written anything
-server_log=$work/server.log
-rm -f "$socket"
-"$nectl" serve --backend sim --socket "$socket" --control "$control" >"$server_log" 2>&1 &
-server_pid=$!
-for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
+# run_checks NAME QEMU-ARGS...: phase 1 on one guest — `nectl serve --backend sim` on
+# /run/ne-<NAME>.sock, the guest booted with QEMU-ARGS (run in the root) and that device,
+# its HOST requests acted on while it runs; leaves $work/<NAME>.serial, .server, .history
+# and .status.
+run_checks() {
+    local name=$1; shift
+    local socket=$root/run/ne-$name.sock control=$work/$name.control
+    local serial=$work/$name.serial history=$work/$name.history status=$work/$name.status
+    : >"$serial"   # the loop below reads it before QEMU has written anything
+    rm -f "$socket"
+    "$nectl" serve --backend sim --socket "$socket" --control "$control" >"$work/$name.server" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
+    timeout 600 chroot "$root" "$@" \
+        -device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\"/run/ne-$name.sock\",\"type\":\"unix\"}}" \
+        </dev/null >"$serial" 2>&1 &
+    local qemu=$! handled="" line slot command rc
+    while kill -0 "$qemu" 2>/dev/null; do
+        while IFS= read -r line; do
+            case "$handled" in *"|$line|"*) continue ;; esac
+            handled="$handled|$line|"
+            case "$line" in
+                "HOST crash slot="*)
+                    slot=${line#HOST crash slot=}; slot=${slot%% *}
+                    "$nectl" control --control "$control" end-enclave --slot "$slot" --crash \
+                        >>"$work/host.log" 2>&1 ;;
+                "HOST fault "*)
+                    read -r _ _ command rc <<<"$line"
+                    "$nectl" control --control "$control" fault --command "$command" --count 1 \
+                        --rc "$rc" >>"$work/host.log" 2>&1 ;;
+                "HOST checkpoint")
+                    "$nectl" control --control "$control" history >"$history" 2>>"$work/host.log" ;;
+                "HOST unloaded")
+                    "$nectl" control --control "$control" status >"$status" 2>>"$work/host.log" ;;
+            esac
+        done < <(tr -d '\r' <"$serial" | grep -o 'HOST .*' || true)
+        sleep 0.2
+    done
+    wait "$qemu" || true
+    kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+}
 
 mountpoint -q "$root/dev" || mount --bind /dev "$root/dev"
 echo "[e2e] booting the guest (TCG)"
 started=$(date +%s)
-timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 7 -m 2G \
+run_checks x86 qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 7 -m 2G \
     -object memory-backend-memfd,id=mem,size=2G,share=on -machine memory-backend=mem \
     -kernel /tmp/ne-e2e/vmlinuz -initrd /tmp/ne-e2e/initrd.gz \
-    -append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot \
-    -device '{"driver":"vfio-user-pci","socket":{"path":"/run/ne-e2e.sock","type":"unix"}}' \
-    </dev/null >"$serial" 2>&1 &
-qemu=$!
-
-# Act on the guest's HOST requests while it runs.
-history=$work/history.json
-status=$work/status.json
-handled=""
-while kill -0 "$qemu" 2>/dev/null; do
-    while IFS= read -r line; do
-        case "$handled" in *"|$line|"*) continue ;; esac
-        handled="$handled|$line|"
-        case "$line" in
-            "HOST crash slot="*)
-                slot=${line#HOST crash slot=}; slot=${slot%% *}
-                "$nectl" control --control "$control" end-enclave --slot "$slot" --crash >>"$work/host.log" 2>&1 ;;
-            "HOST fault "*)
-                read -r _ _ command rc <<<"$line"
-                "$nectl" control --control "$control" fault --command "$command" --count 1 --rc "$rc" \
-                    >>"$work/host.log" 2>&1 ;;
-            "HOST checkpoint")
-                "$nectl" control --control "$control" history >"$history" 2>>"$work/host.log" ;;
-            "HOST unloaded")
-                "$nectl" control --control "$control" status >"$status" 2>>"$work/host.log" ;;
-        esac
-    done < <(tr -d '\r' <"$serial" | grep -o 'HOST .*' || true)
-    sleep 0.2
-done
-wait "$qemu" || true
+    -append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot
 elapsed=$(( $(date +%s) - started ))
 
 # Phase 2: enclaves that boot. The same guest kernel, now with a vsock device of its own
 # (CID 3 to its enclaves), and `nectl serve` booting each enclave as a VM on the guest's
 # donated pages; the guest runs nitro-cli's steps on the real hello image.
-kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
-server_pid=""
 echo "[e2e] phase 2: enclaves that boot, reached over the guest's own vsock"
 [ -f target/enclave/hello.eif ] || scripts/build-hello.sh >/dev/null
 mkdir -p "$work/initrd-vm"/{bin,dev,proc,sys,lib}
@@ -120,6 +124,7 @@ for file in "$qemu_bin" $(chroot "$root" ldd "$qemu_bin" | grep -o '/[^ ]*'); do
 done
 install -m 0755 tests/e2e/init-vm "$work/initrd-vm/init"
 (cd "$work/initrd-vm" && find . | cpio -o -H newc --quiet) >"$root/tmp/ne-e2e/initrd-vm.cpio"
+socket=$root/run/ne-e2e.sock
 vsock=$root/run/ne-e2e-vsock.sock
 serial_vm=$work/serial-vm.log
 server_vm_log=$work/server-vm.log
@@ -138,13 +143,56 @@ timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 5 
     -device vhost-user-vsock-pci,chardev=vsock \
     </dev/null >"$serial_vm" 2>&1 || true
 elapsed_vm=$(( $(date +%s) - started_vm ))
+kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+server_pid=""
 [ -n "$bench" ] && tr -d '\r' <"$serial_vm" | sed -n 's/^.*BENCH //p' >"$bench"
+
+# Phase 3: an aarch64 parent, as on Graviton: Debian's arm64 cloud kernel and its unmodified
+# driver in qemu-system-aarch64 (virt, GICv3, TCG), the same checks as phase 1 through the
+# enclave API on /dev/nitro_enclaves. The guest program and nectl are built for aarch64 in
+# the root, with Debian's Rust and its arm64 standard library (tests/e2e/provision.sh); the
+# repository and the registry's sources are mounted there, and nothing is fetched.
+elapsed_arm64=0
+if [ "${NE_E2E_ARM64:-1}" != 0 ]; then
+    echo "[e2e] phase 3: an aarch64 parent (building the guest program for aarch64)"
+    guest_arm64=$cache/guest-arm64
+    mkdir -p "$root/src" "$root/cargo-home/registry"
+    mount --bind "$repo" "$root/src"
+    mount --bind "${CARGO_HOME:-$HOME/.cargo}/registry" "$root/cargo-home/registry"
+    if ! chroot "$root" env -C /src CARGO_HOME=/cargo-home CARGO_TARGET_DIR=/var/cache/ne-target-arm64 \
+        CARGO_PROFILE_DEV_DEBUG=0 RUSTFLAGS="-C target-feature=+crt-static" \
+        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+        CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+        cargo build --offline --locked --quiet --target aarch64-unknown-linux-gnu \
+        -p ne-e2e-guest -p ne-cli >"$work/arm64-build.log" 2>&1; then
+        tail -30 "$work/arm64-build.log"
+        echo "e2e: the aarch64 build failed"
+        exit 1
+    fi
+    umount "$root/src" "$root/cargo-home/registry"
+    built=$root/var/cache/ne-target-arm64/aarch64-unknown-linux-gnu/debug
+    cp -r "$work/initrd" "$work/initrd-arm64"
+    cp "$guest_arm64/busybox" "$built/ne-e2e-guest" "$built/nectl" "$work/initrd-arm64/bin/"
+    cp "$guest_arm64/nitro_enclaves.ko" "$work/initrd-arm64/lib/"
+    (cd "$work/initrd-arm64" && find . | cpio -o -H newc --quiet | gzip -1) \
+        >"$root/tmp/ne-e2e/initrd-arm64.gz"
+    cp "$guest_arm64/vmlinuz" "$root/tmp/ne-e2e/vmlinuz-arm64"
+    echo "[e2e] booting the aarch64 guest (TCG)"
+    started_arm64=$(date +%s)
+    run_checks arm64 qemu-system-aarch64 -M virt,gic-version=3 -cpu max,pauth-impdef=on \
+        -accel tcg -smp 7 -m 2G \
+        -object memory-backend-memfd,id=mem,size=2G,share=on -machine memory-backend=mem \
+        -kernel /tmp/ne-e2e/vmlinuz-arm64 -initrd /tmp/ne-e2e/initrd-arm64.gz \
+        -append "console=ttyAMA0 panic=-1 quiet" -nographic -no-reboot
+    elapsed_arm64=$(( $(date +%s) - started_arm64 ))
+fi
 
 # Host-side checks.
 host_step() { if [ "$2" = ok ]; then echo "STEP $1 PASS $3"; else echo "STEP $1 FAIL $3"; fi; }
-{
-    tr -d '\r' <"$serial" | grep -o 'STEP .*' || true
-    tr -d '\r' <"$serial_vm" | grep -o 'STEP .*' || true
+# checks_of NAME PREFIX: phase 1's steps of guest NAME, and what its server saw.
+checks_of() {
+    local name=$1 prefix=$2 history=$work/$1.history status=$work/$1.status
+    tr -d '\r' <"$work/$name.serial" | grep -o 'STEP .*' | sed "s/^STEP /STEP $prefix/" || true
     if [ -s "$history" ] && python3 - "$history" <<'PY'
 import json, sys
 names = [r["Command"] for r in json.load(open(sys.argv[1])) if r["Rc"] == 0]
@@ -153,26 +201,32 @@ s = " ".join(names)
 ok = "SLOT_ADD_MEM " * 256 in s + " " and "ENCLAVE_START ENCLAVE_STOP SLOT_FREE" in s
 sys.exit(0 if ok else 1)
 PY
-    then host_step close-seen-by-server ok "history shows 256 SLOT_ADD_MEM, then ENCLAVE_STOP and SLOT_FREE"
-    else host_step close-seen-by-server fail "history: $(head -c 300 "$history" 2>/dev/null)"; fi
+    then host_step "${prefix}close-seen-by-server" ok "history shows 256 SLOT_ADD_MEM, then ENCLAVE_STOP and SLOT_FREE"
+    else host_step "${prefix}close-seen-by-server" fail "history: $(head -c 300 "$history" 2>/dev/null)"; fi
     if [ -s "$status" ] && python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if not s["Enabled"] and s["Slots"] == 0 else 1)' "$status"
-    then host_step unload-disables-device ok "ENABLE 0 seen, no slot left"
-    else host_step unload-disables-device fail "status: $(cat "$status" 2>/dev/null)"; fi
+    then host_step "${prefix}unload-disables-device" ok "ENABLE 0 seen, no slot left"
+    else host_step "${prefix}unload-disables-device" fail "status: $(cat "$status" 2>/dev/null)"; fi
+}
+{
+    checks_of x86 ""
+    tr -d '\r' <"$serial_vm" | grep -o 'STEP .*' || true
+    [ "${NE_E2E_ARM64:-1}" != 0 ] && checks_of arm64 "arm64-"
 } >"$work/steps.txt"
 
 echo
-echo "[e2e] summary (guests ran ${elapsed}s and ${elapsed_vm}s)"
+echo "[e2e] summary (guests ran ${elapsed}s, ${elapsed_vm}s and ${elapsed_arm64}s)"
 sed 's/^STEP /  /' "$work/steps.txt"
 passed=$(grep -c ' PASS ' "$work/steps.txt" || true)
 failed=$(grep -c ' FAIL ' "$work/steps.txt" || true)
 expected=25
+[ "${NE_E2E_ARM64:-1}" != 0 ] && expected=$((expected + 14))
 if [ "$failed" -eq 0 ] && [ "$passed" -ge "$expected" ]; then
     echo "e2e: $passed passed, 0 failed"
     exit 0
 fi
 mkdir -p "$artifacts"
-cp "$serial" "$server_log" "$serial_vm" "$server_vm_log" "$work/steps.txt" "$artifacts/" \
-    2>/dev/null || true
+cp "$work"/*.serial "$work"/*.server "$serial_vm" "$server_vm_log" "$work/steps.txt" \
+    "$artifacts/" 2>/dev/null || true
 cp "$work"/state/vms/enclave-*.log "$work"/state/vms/enclave-*.console "$artifacts/" \
     2>/dev/null || true
 cp "$work"/*.json "$work/host.log" "$artifacts/" 2>/dev/null || true
