@@ -624,6 +624,15 @@ enum ParentCommand {
     },
 }
 
+/// How the emulated parent's CPUs are numbered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum NumberingArg {
+    /// Siblings apart: CPU c and c + cores.
+    X86,
+    /// Siblings adjacent: CPUs 2c and 2c + 1 (with 2 threads).
+    Arm64,
+}
+
 /// The emulated parent's cores when none are asked for (of 2 threads each).
 const DEFAULT_CORES: u32 = 8;
 
@@ -642,6 +651,14 @@ struct ParentRunArgs {
     /// Threads per core.
     #[arg(long, default_value_t = 2)]
     threads: u32,
+    /// How Linux numbers the CPUs: `x86` (thread t of core c is CPU t × cores + c) or
+    /// `arm64` (a core's threads are adjacent CPUs, as on Graviton and QEMU's `virt`).
+    #[arg(long, value_enum, default_value_t = NumberingArg::X86)]
+    cpu_numbering: NumberingArg,
+    /// With `--cpu-numbering arm64`: clusters the cores are split into. Core ids restart in
+    /// each, and the driver takes same-numbered cores of two clusters for one core.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    clusters: u32,
     /// The NE CPU pool (`ne_cpus`) [default: every core but CPU 0's].
     #[arg(long)]
     cpu_pool: Option<String>,
@@ -1206,21 +1223,34 @@ fn backend_choice(socket: &Path, start: &ParentStart) -> BackendChoice {
 fn parent(socket: &Path, start: &ParentStart, command: ParentCommand) -> Result<Option<Value>> {
     match command {
         ParentCommand::Run(args) => {
+            if args.clusters > 1 && args.cpu_numbering == NumberingArg::X86 {
+                return Err(CliError::new(
+                    Code::InvalidArgument,
+                    "--clusters describes arm64's numbering",
+                )
+                .hint("add --cpu-numbering arm64"));
+            }
             init_logging();
-            let config = ParentConfig {
+            let mut config = ParentConfig {
                 ram_mib: args.ram_mib,
                 reserved_mib: args.reserved_mib,
                 cores: args.cores,
                 threads_per_core: args.threads,
-                cpu_pool: Some(
-                    args.cpu_pool
-                        .unwrap_or_else(|| ne_parent::default_pool(args.cores, args.threads)),
-                ),
+                cpu_numbering: match args.cpu_numbering {
+                    NumberingArg::X86 => ne_driver::CpuNumbering::SiblingsApart,
+                    NumberingArg::Arm64 => ne_driver::CpuNumbering::SiblingsAdjacent {
+                        clusters: args.clusters,
+                    },
+                },
                 max_slots: args.max_enclaves,
                 reply_timeout: Duration::from_secs(120),
                 backend: backend_choice(socket, start),
                 ..ParentConfig::default()
             };
+            config.cpu_pool = Some(
+                args.cpu_pool
+                    .unwrap_or_else(|| config.topology().pool_without_cpu0()),
+            );
             let spec = match &start.device {
                 Some(path) => server::HostSpec::Kernel(path.to_owned()),
                 None => server::HostSpec::Emulated(config),

@@ -905,6 +905,34 @@ mod tests {
     }
 
     #[test]
+    fn test_an_arm64_numbered_parent_gives_an_enclave_adjacent_siblings() {
+        let sandbox = Sandbox::new();
+        let mut parent = start_parent(
+            &sandbox,
+            &["--cores", "4", "--threads", "2", "--cpu-numbering", "arm64"],
+        );
+        let status = sandbox.json(&["parent", "status"]);
+        assert_eq!(
+            status["CpuPool"],
+            serde_json::json!([2, 3, 4, 5, 6, 7]),
+            "{status}"
+        );
+        assert_eq!(
+            status["Cores"],
+            serde_json::json!(["0-1", "2-3", "4-5", "6-7"])
+        );
+        let (eif, _) = sandbox.eif("graviton");
+        let ran = sandbox.json(&run_args(path(&eif), "--cpu-count 2 --memory 64"));
+        assert_eq!(
+            ran["CPUIDs"],
+            serde_json::json!([2, 3]),
+            "one core: two adjacent CPUs"
+        );
+        sandbox.json(&["parent", "stop"]);
+        assert!(parent.wait().unwrap().success());
+    }
+
+    #[test]
     fn test_second_parent_on_the_same_socket_is_refused() {
         let sandbox = Sandbox::new();
         let mut parent = start_parent(&sandbox, &[]);

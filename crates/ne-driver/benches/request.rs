@@ -68,7 +68,10 @@ fn other_commands(c: &mut Criterion) {
             .request(Command::SlotAlloc.number(), &[0; 4])
             .expect("SLOT_ALLOC");
         driver
-            .request(Command::SlotFree.number(), &reply.slot_uid.get().to_le_bytes())
+            .request(
+                Command::SlotFree.number(),
+                &reply.slot_uid.get().to_le_bytes(),
+            )
             .expect("SLOT_FREE");
     };
     let one = |command: Command, payload: &[u8]| {
@@ -80,7 +83,10 @@ fn other_commands(c: &mut Criterion) {
     let cases: [Case<'_>; 3] = [
         ("slot_count", Box::new(|| one(Command::SlotCount, &[]))),
         // The slot after uid 0: the first one.
-        ("next_slot", Box::new(|| one(Command::NextSlot, &0u64.to_le_bytes()))),
+        (
+            "next_slot",
+            Box::new(|| one(Command::NextSlot, &0u64.to_le_bytes())),
+        ),
         ("slot_alloc_then_free", Box::new(alloc_free)),
     ];
     for (name, work) in &cases {

@@ -16,6 +16,22 @@ pub struct Cpu {
     pub numa_node: u32,
 }
 
+/// How Linux numbers a parent's CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CpuNumbering {
+    /// As on x86: thread `t` of core `c` is CPU `t * cores + c` (CPU 0's sibling is
+    /// `cores`).
+    #[default]
+    SiblingsApart,
+    /// As on arm64 (`virt` with `threads=`): a core's threads are adjacent CPUs (0-1, 2-3);
+    /// with `clusters` of them, core ids restart in each cluster, and the driver, which
+    /// compares core ids, takes same-numbered cores of different clusters for one core.
+    SiblingsAdjacent {
+        /// Clusters the cores are split into (1: none).
+        clusters: u32,
+    },
+}
+
 /// The parent's CPUs, as the driver reads them from the kernel's topology.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
@@ -27,17 +43,51 @@ impl Topology {
     /// as x86 Linux numbers them: CPU `t * cores + c` is thread `t` of core `c`, so the
     /// siblings of CPU 0 are `cores`, `2 * cores`, …
     pub fn uniform(cores: u32, threads: u32, numa_nodes: u32) -> Topology {
+        Self::numbered(cores, threads, numa_nodes, CpuNumbering::SiblingsApart)
+    }
+
+    /// `cores` cores of `threads` threads over `numa_nodes` nodes, numbered as `numbering`
+    /// says.
+    pub fn numbered(
+        cores: u32,
+        threads: u32,
+        numa_nodes: u32,
+        numbering: CpuNumbering,
+    ) -> Topology {
+        let threads = threads.max(1);
         let cores_per_node = cores.div_ceil(numa_nodes.max(1)).max(1);
-        let cpus = (0..threads.max(1))
-            .flat_map(|thread| {
-                (0..cores).map(move |core| Cpu {
+        let cpus = (0..cores)
+            .flat_map(|core| (0..threads).map(move |thread| (core, thread)))
+            .map(|(core, thread)| match numbering {
+                CpuNumbering::SiblingsApart => Cpu {
                     id: thread * cores + core,
                     core,
                     numa_node: core / cores_per_node,
-                })
+                },
+                CpuNumbering::SiblingsAdjacent { clusters } => Cpu {
+                    id: core * threads + thread,
+                    core: core % cores.div_ceil(clusters.max(1)).max(1),
+                    numa_node: core / cores_per_node,
+                },
             })
             .collect();
-        Topology { cpus }
+        Self::from_cpus(cpus)
+    }
+
+    /// The NE CPU pool of every CPU but those of CPU 0's core (as the driver sees cores),
+    /// as a CPU list: `1-3,5-7` for 4 x86 cores of 2 threads, `2-7` on arm64.
+    pub fn pool_without_cpu0(&self) -> String {
+        let reserved = self
+            .cpu(0)
+            .map(|cpu0| self.siblings(cpu0))
+            .unwrap_or_default();
+        let ids: Vec<u32> = self
+            .cpus
+            .iter()
+            .map(|cpu| cpu.id)
+            .filter(|id| !reserved.contains(id))
+            .collect();
+        cpu_list(&ids)
     }
 
     /// A topology of the given CPUs.
@@ -69,6 +119,27 @@ impl Topology {
             .map(|other| other.id)
             .collect()
     }
+}
+
+/// `ids` (ascending) as a Linux CPU list, runs written as ranges: `1-3,5-7`.
+fn cpu_list(ids: &[u32]) -> String {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &id in ids {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == id => *last = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    runs.iter()
+        .map(|&(first, last)| {
+            if first == last {
+                first.to_string()
+            } else {
+                format!("{first}-{last}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Parses a Linux CPU list (`cpulist_parse`): comma-separated numbers and ranges, e.g.
@@ -282,5 +353,37 @@ mod tests {
             let error = CpuPool::from_list(list, &topology).unwrap_err();
             assert_eq!(error.errno(), errno::EINVAL, "{list:?}: {error}");
         }
+    }
+
+    fn siblings_of(topology: &Topology, id: u32) -> Vec<u32> {
+        topology
+            .siblings(topology.cpu(id).unwrap())
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn test_arm64_numbering_puts_siblings_next_to_each_other() {
+        let topology = Topology::numbered(4, 2, 1, CpuNumbering::SiblingsAdjacent { clusters: 1 });
+        assert_eq!(siblings_of(&topology, 0), [0, 1]);
+        assert_eq!(siblings_of(&topology, 5), [4, 5]);
+        assert_eq!(topology.nr_cpu_ids(), 8);
+        assert_eq!(topology.pool_without_cpu0(), "2-7");
+        let pool = CpuPool::from_list("2-7", &topology).unwrap();
+        assert_eq!(pool.threads_per_core, 2);
+    }
+
+    #[test]
+    fn test_arm64_clusters_restart_core_ids_and_the_driver_joins_their_cores() {
+        // -smp 8,clusters=2: CPUs 1 and 5 have core id 1, and the driver takes them for one core.
+        let topology = Topology::numbered(8, 1, 1, CpuNumbering::SiblingsAdjacent { clusters: 2 });
+        assert_eq!(siblings_of(&topology, 1), [1, 5]);
+        assert_eq!(topology.pool_without_cpu0(), "1-3,5-7");
+    }
+
+    #[test]
+    fn test_the_default_pool_of_x86_numbering_is_every_core_but_cpu0s() {
+        assert_eq!(Topology::uniform(4, 2, 1).pool_without_cpu0(), "1-3,5-7");
+        assert_eq!(Topology::uniform(7, 1, 1).pool_without_cpu0(), "1-6");
     }
 }

@@ -41,7 +41,7 @@ mod transport;
 
 pub use api::{error_from_errno, DeviceFile, EnclaveDevice, EnclaveFd, EnclaveFile};
 pub use bar::{Bar, VectorCounts, Vectors};
-pub use cpu_pool::{parse_cpu_list, Cpu, CpuPool, Topology};
+pub use cpu_pool::{parse_cpu_list, Cpu, CpuNumbering, CpuPool, Topology};
 pub use driver::NeDriver;
 pub use enclave::{Enclave, EnclaveInfo};
 pub use error::{errno, Error, ProbeError, Result};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ne_device::{DeviceConfig, DeviceLog, SimulatedHypervisor};
 use ne_driver::inproc::{pci_enable, InProcBar, InProcDevice};
-use ne_driver::{DeviceFile, DriverConfig, Enclave, NeDriver, Topology, Vectors};
+use ne_driver::{CpuNumbering, DeviceFile, DriverConfig, Enclave, NeDriver, Topology, Vectors};
 use ne_hypervisor::{spawn_pump, Backend, Console, EnclaveImage, NitroHypervisor, Notifier};
 use ne_vm::{VmBackend, VmChoice};
 use ne_vsock::{Router, HEARTBEAT_PORT};
@@ -48,6 +48,8 @@ pub struct ParentConfig {
     pub cores: u32,
     /// Threads per core.
     pub threads_per_core: u32,
+    /// How the CPUs are numbered: as on x86 (default) or as on arm64.
+    pub cpu_numbering: CpuNumbering,
     /// NUMA nodes (cores and RAM are split evenly).
     pub numa_nodes: u32,
     /// The `ne_cpus` CPU list set at start; `None` leaves the pool unset.
@@ -83,6 +85,7 @@ impl Default for ParentConfig {
             reserved_mib: 512,
             cores,
             threads_per_core: threads,
+            cpu_numbering: CpuNumbering::SiblingsApart,
             numa_nodes: 1,
             cpu_pool: Some(default_pool(cores, threads)),
             max_slots: ne_device::config::DEFAULT_MAX_SLOTS,
@@ -93,21 +96,21 @@ impl Default for ParentConfig {
     }
 }
 
-/// Every core but core 0, as a CPU list (`1-3,5-7` for 4 cores of 2 threads).
+impl ParentConfig {
+    /// The parent's CPUs as its shape and numbering make them.
+    pub fn topology(&self) -> Topology {
+        Topology::numbered(
+            self.cores,
+            self.threads_per_core,
+            self.numa_nodes,
+            self.cpu_numbering,
+        )
+    }
+}
+
+/// Every core but core 0, as a CPU list (`1-3,5-7` for 4 x86 cores of 2 threads).
 pub fn default_pool(cores: u32, threads: u32) -> String {
-    (0..threads)
-        .filter(|_| cores > 1)
-        .map(|thread| {
-            let first = thread * cores + 1;
-            let last = thread * cores + cores - 1;
-            if first == last {
-                first.to_string()
-            } else {
-                format!("{first}-{last}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    Topology::uniform(cores, threads, 1).pool_without_cpu0()
 }
 
 /// An emulated parent instance.
@@ -170,7 +173,7 @@ impl Parent {
             &ram,
             config.reserved_mib * MIB,
         )));
-        let topology = Topology::uniform(config.cores, config.threads_per_core, config.numa_nodes);
+        let topology = config.topology();
         let device_config = DeviceConfig {
             max_slots: config.max_slots,
             max_mem_regions: config.max_mem_regions,
