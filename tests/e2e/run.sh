@@ -31,6 +31,9 @@ work=$(mktemp -d)
 server_pid=""
 cleanup() {
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+    if [ -S "$work/arm64-parent/parent.sock" ]; then
+        NECTL_SOCKET=$work/arm64-parent/parent.sock "$nectl" parent stop >/dev/null 2>&1 || true
+    fi
     for mount in "$root/dev" "$root/src" "$root/cargo-home/registry"; do
         if mountpoint -q "$mount"; then umount "$mount"; fi
     done
@@ -51,6 +54,8 @@ install -m 0755 tests/e2e/init "$work/initrd/init"
 mkdir -p "$root/tmp/ne-e2e" "$root/run"
 (cd "$work/initrd" && find . | cpio -o -H newc --quiet | gzip -1) >"$root/tmp/ne-e2e/initrd.gz"
 cp "$guest/vmlinuz" "$root/tmp/ne-e2e/vmlinuz"
+
+host_step() { if [ "$2" = ok ]; then echo "STEP $1 PASS $3"; else echo "STEP $1 FAIL $3"; fi; }
 
 # run_checks NAME QEMU-ARGS...: phase 1 on one guest — `nectl serve --backend sim` on
 # /run/ne-<NAME>.sock, the guest booted with QEMU-ARGS (run in the root) and that device,
@@ -164,7 +169,7 @@ if [ "${NE_E2E_ARM64:-1}" != 0 ]; then
         CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
         CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
         cargo build --offline --locked --quiet --target aarch64-unknown-linux-gnu \
-        -p ne-e2e-guest -p ne-cli >"$work/arm64-build.log" 2>&1; then
+        -p ne-e2e-guest -p ne-cli -p ne-init -p ne-example-hello >"$work/arm64-build.log" 2>&1; then
         tail -30 "$work/arm64-build.log"
         echo "e2e: the aarch64 build failed"
         exit 1
@@ -185,10 +190,61 @@ if [ "${NE_E2E_ARM64:-1}" != 0 ]; then
         -kernel /tmp/ne-e2e/vmlinuz-arm64 -initrd /tmp/ne-e2e/initrd-arm64.gz \
         -append "console=ttyAMA0 panic=-1 quiet" -nographic -no-reboot
     elapsed_arm64=$(( $(date +%s) - started_arm64 ))
+
+    # An arm64 enclave: the hello image built with the kit's arm64 kernel and modules and the
+    # aarch64 init and application, booted on the host by the emulated parent's VM backend
+    # as a qemu-system-aarch64 virt VM, with the same vsock routing, heartbeat and NSM.
+    echo "[e2e] an arm64 enclave: the hello image on an arm64 kernel, booted on the host"
+    kit=${NE_CACHE:-$HOME/.cache/ne}/kit
+    scripts/provision.sh
+    mkdir -p "$work/hello-arm64-root" "$work/arm64-parent"
+    install -m 0755 "$built/hello" "$work/hello-arm64-root/hello"
+    arm64_nectl() { NECTL_SOCKET=$work/arm64-parent/parent.sock NECTL_BACKEND=vm \
+        NECTL_ATTESTATION_DIR=$work/arm64-parent/attestation "$nectl" "$@"; }
+    # ask CID PORT LINE: the application's answer; it listens only after the heartbeat, so a
+    # refused connection is tried again for up to 30 s, as a client would.
+    ask() {
+        local answer
+        for _ in $(seq 60); do
+            if answer=$(echo "$3" | arm64_nectl connect --enclave-cid "$1" --port "$2" 2>&1); then
+                echo "$answer"
+                return 0
+            fi
+            sleep 0.5
+        done
+        echo "$answer"
+        return 1
+    }
+    {
+        if arm64_nectl build-enclave --rootfs "$work/hello-arm64-root" \
+            --output-file "$work/hello-arm64.eif" --name hello-arm64 --init "$built/ne-init" \
+            --kernel "$kit/kernel-arm64/vmlinuz" --modules "$kit/kernel-arm64/modules" \
+            -- /hello >/dev/null 2>"$work/arm64-enclave.log" \
+            && ran=$(arm64_nectl run-enclave --eif-path "$work/hello-arm64.eif" --cpu-count 2 \
+                --memory 512 --debug-mode 2>>"$work/arm64-enclave.log"); then
+            cid=$(sed -n 's/.*"EnclaveCID": \([0-9]*\).*/\1/p' <<<"$ran")
+            host_step arm64-enclave-heartbeat ok "CID $cid: the heartbeat came from an aarch64 VM"
+            answer=$(ask "$cid" 5005 ping || true)
+            case "$answer" in
+                *"hello from the enclave: ping"*) host_step arm64-enclave-vsock ok "$answer" ;;
+                *) host_step arm64-enclave-vsock fail "port 5005 answered: $answer" ;;
+            esac
+            ask "$cid" 5007 c0ffee >"$work/arm64-document.hex" || true
+            if verified=$(arm64_nectl verify-attestation --document "$work/arm64-document.hex" \
+                --nonce c0ffee 2>&1); then
+                host_step arm64-enclave-nsm ok "its /dev/nsm signed a document that verifies"
+            else
+                host_step arm64-enclave-nsm fail "$verified"
+            fi
+            arm64_nectl terminate-enclave --all >/dev/null 2>&1 || true
+        else
+            host_step arm64-enclave-heartbeat fail "$(tail -5 "$work/arm64-enclave.log" | tr '\n' ' ')"
+        fi
+        arm64_nectl parent stop >/dev/null 2>&1 || true
+    } >"$work/arm64-enclave.steps"
 fi
 
 # Host-side checks.
-host_step() { if [ "$2" = ok ]; then echo "STEP $1 PASS $3"; else echo "STEP $1 FAIL $3"; fi; }
 # checks_of NAME PREFIX: phase 1's steps of guest NAME, and what its server saw.
 checks_of() {
     local name=$1 prefix=$2 history=$work/$1.history status=$work/$1.status
@@ -211,6 +267,7 @@ PY
     checks_of x86 ""
     tr -d '\r' <"$serial_vm" | grep -o 'STEP .*' || true
     [ "${NE_E2E_ARM64:-1}" != 0 ] && checks_of arm64 "arm64-"
+    [ "${NE_E2E_ARM64:-1}" != 0 ] && cat "$work/arm64-enclave.steps"
 } >"$work/steps.txt"
 
 echo
@@ -219,7 +276,7 @@ sed 's/^STEP /  /' "$work/steps.txt"
 passed=$(grep -c ' PASS ' "$work/steps.txt" || true)
 failed=$(grep -c ' FAIL ' "$work/steps.txt" || true)
 expected=25
-[ "${NE_E2E_ARM64:-1}" != 0 ] && expected=$((expected + 14))
+[ "${NE_E2E_ARM64:-1}" != 0 ] && expected=$((expected + 17))
 if [ "$failed" -eq 0 ] && [ "$passed" -ge "$expected" ]; then
     echo "e2e: $passed passed, 0 failed"
     exit 0
@@ -230,5 +287,7 @@ cp "$work"/*.serial "$work"/*.server "$serial_vm" "$server_vm_log" "$work/steps.
 cp "$work"/state/vms/enclave-*.log "$work"/state/vms/enclave-*.console "$artifacts/" \
     2>/dev/null || true
 cp "$work"/*.json "$work/host.log" "$artifacts/" 2>/dev/null || true
+cp "$work/arm64-build.log" "$work/arm64-enclave.log" "$work/arm64-parent/parent.log" \
+    "$work"/arm64-parent/vms/enclave-*.log "$artifacts/" 2>/dev/null || true
 echo "e2e: $passed passed, $failed failed (expected $expected steps); logs in $artifacts"
 exit 1

@@ -363,6 +363,7 @@ impl Direct {
             nsm: None,
             qmp: dir.join("vm").join("qmp.sock"),
             accel: Accel::detect(),
+            arch: ne_vm::Arch::X86_64,
         };
         Ok(Direct {
             qemu,

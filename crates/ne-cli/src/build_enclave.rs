@@ -29,8 +29,15 @@ pub const MODULES: [&str; 3] = [
 /// driver, which gives the enclave `/dev/nsm`.
 pub const OPTIONAL_MODULES: [&str; 1] = ["nsm.ko"];
 
-/// The kernel command line of the images built here.
+/// The kernel command line of the images built here (x86-64: the 8250 UART).
 pub const CMDLINE: &str = "console=ttyS0 quiet";
+/// The same for an arm64 kernel (QEMU `virt`'s PL011 UART).
+pub const CMDLINE_ARM64: &str = "console=ttyAMA0 quiet";
+
+/// Whether `kernel` is an arm64 `Image`: the magic `ARM\x64` at byte 0x38 of its header.
+pub fn is_arm64_image(kernel: &[u8]) -> bool {
+    kernel.get(0x38..0x3c) == Some(b"ARM\x64".as_slice())
+}
 
 /// Where the application's files come from.
 #[derive(Clone, Debug)]
@@ -106,12 +113,17 @@ pub fn build(args: &BuildEnclave) -> Result<Value> {
             |s| s.to_string_lossy().into_owned(),
         )
     });
+    let arm64 = is_arm64_image(&kernel);
     let (eif, measurements) = EifBuilder {
         kernel,
-        cmdline: CMDLINE.to_owned(),
+        cmdline: if arm64 { CMDLINE_ARM64 } else { CMDLINE }.to_owned(),
         ramdisks: vec![bootstrap.to_bytes(), application.to_bytes()],
         metadata: Metadata::new(&name, &args.version, &crate::eif_cmds::build_time()),
-        flags: 0,
+        flags: if arm64 {
+            ne_eif::format::FLAG_ARCH_ARM64
+        } else {
+            0
+        },
     }
     .build()
     .map_err(|e| building(format!("cannot build the image: {e}")))?;
@@ -273,6 +285,15 @@ mod tests {
             std::fs::write(modules.join(module), module.as_bytes()).unwrap();
         }
         (kernel, init, modules)
+    }
+
+    #[test]
+    fn test_an_arm64_image_is_recognised_by_its_header_magic() {
+        let mut image = vec![0u8; 0x40];
+        assert!(!is_arm64_image(&image));
+        image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        assert!(is_arm64_image(&image));
+        assert!(!is_arm64_image(&image[..0x3a]), "a truncated header");
     }
 
     #[test]

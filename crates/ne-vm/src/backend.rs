@@ -16,7 +16,7 @@ use ne_device::{HypervisorEvent, StartProgress, StartRefused};
 use ne_hypervisor::{Backend, Console, Notifier, ParentMemory, StartRequest};
 use ne_vsock::{Router, Served};
 
-use crate::qemu::{Accel, Qemu};
+use crate::qemu::{Accel, Arch, Qemu, QemuError};
 use crate::vm::{EnclaveRam, MemoryRun, Spawner, Vm, VmEnded, VmSpec};
 
 /// How many console lines an unrequested end logs.
@@ -135,6 +135,7 @@ pub struct VmConfig {
 struct Running {
     vm: Vm,
     cid: u64,
+    accel: Accel,
     vsock: Served,
     mux: Arc<ne_vsock::Mux>,
     nsm: Option<ne_nsm::Served>,
@@ -154,6 +155,8 @@ impl Running {
 #[derive(Debug)]
 pub struct VmBackend {
     config: VmConfig,
+    /// The QEMU of arm64 enclaves, found at the first one.
+    qemu_aarch64: Option<Qemu>,
     router: Arc<Router>,
     notifier: Notifier,
     spawner: Spawner,
@@ -174,6 +177,7 @@ impl VmBackend {
         std::fs::create_dir_all(&config.state_dir)?;
         Ok(VmBackend {
             config,
+            qemu_aarch64: None,
             router,
             notifier,
             spawner: Spawner::new()?,
@@ -215,8 +219,42 @@ impl VmBackend {
         self.running.get(&slot_uid).map(|r| r.vm.pid())
     }
 
+    /// The QEMU of `arch`'s enclaves and how it runs them: x86-64 with the configured
+    /// accelerator; arm64 with `qemu-system-aarch64`, found at the first arm64 enclave, and
+    /// under TCG unless this host is arm64 itself.
+    fn qemu_for(&mut self, arch: Arch) -> Result<(Qemu, Accel), QemuError> {
+        match arch {
+            Arch::X86_64 => Ok((self.config.qemu.clone(), self.config.accel)),
+            Arch::Aarch64 => {
+                let qemu = match &self.qemu_aarch64 {
+                    Some(qemu) => qemu.clone(),
+                    None => {
+                        let qemu = Qemu::find_for(Arch::Aarch64)?;
+                        self.qemu_aarch64 = Some(qemu.clone());
+                        qemu
+                    }
+                };
+                let native = cfg!(target_arch = "aarch64");
+                let accel = if native {
+                    self.config.accel
+                } else {
+                    Accel::Tcg
+                };
+                Ok((qemu, accel))
+            }
+        }
+    }
+
     fn boot(&mut self, request: &StartRequest<'_>) -> Result<(), StartRefused> {
         let enclave = request.enclave;
+        let arch = if request.image.arm64 {
+            Arch::Aarch64
+        } else {
+            Arch::X86_64
+        };
+        let (qemu, accel) = self
+            .qemu_for(arch)
+            .map_err(|e| refused(ENOEXEC, format!("an {arch:?} enclave: {e}")))?;
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let dir = self
             .config
@@ -235,7 +273,7 @@ impl VmBackend {
             file.write_all(ramdisk).map_err(io("writing the initrd"))?;
         }
         drop(file);
-        let ram = self.enclave_ram(request);
+        let ram = self.enclave_ram(request, &qemu);
         let mux = self
             .router
             .add_enclave(enclave.cid)
@@ -268,17 +306,17 @@ impl VmBackend {
             vsock: Some(vsock.socket().to_owned()),
             nsm: nsm.as_ref().map(|served| served.socket().to_owned()),
             qmp: dir.join("qmp.sock"),
-            accel: self.config.accel,
+            accel,
+            arch,
         };
         let log = self
             .log_file(enclave.slot_uid)
             .map_err(io("opening QEMU's log"))?;
         let ended = self.on_end(enclave.slot_uid, enclave.cid, Arc::clone(&mux));
-        let vm =
-            Vm::spawn(&self.config.qemu, &self.spawner, &spec, dir, log, ended).map_err(|e| {
-                vsock_down(&self.router, enclave.cid, &mux);
-                refused(EIO, format!("starting QEMU: {e}"))
-            })?;
+        let vm = Vm::spawn(&qemu, &self.spawner, &spec, dir, log, ended).map_err(|e| {
+            vsock_down(&self.router, enclave.cid, &mux);
+            refused(EIO, format!("starting QEMU: {e}"))
+        })?;
         if enclave.is_debug() {
             let console = vm.console().clone();
             let source: ne_vsock::ConsoleSource = Arc::new(move || console_stream(&console));
@@ -290,7 +328,8 @@ impl VmBackend {
             pid = vm.pid(),
             vcpus = spec.vcpus,
             memory_mib = spec.ram.size() >> 20,
-            accel = self.config.accel.name(),
+            accel = accel.name(),
+            arch = ?arch,
             "enclave VM started"
         );
         self.running.insert(
@@ -298,6 +337,7 @@ impl VmBackend {
             Running {
                 vm,
                 cid: enclave.cid,
+                accel,
                 vsock,
                 mux,
                 nsm,
@@ -317,11 +357,11 @@ impl VmBackend {
 
     /// The enclave's RAM: the donated regions in place, one run per contiguous stretch of
     /// one file — or fresh RAM of the same size when they cannot be mapped.
-    fn enclave_ram(&self, request: &StartRequest<'_>) -> EnclaveRam {
+    fn enclave_ram(&self, request: &StartRequest<'_>, qemu: &Qemu) -> EnclaveRam {
         let size = request.enclave.mem_size();
-        if !self.config.qemu.has_file_offset() {
+        if !qemu.has_file_offset() {
             tracing::warn!(
-                version = ?self.config.qemu.version,
+                version = ?qemu.version,
                 "this QEMU lacks memory-backend-file offset=: the enclave gets fresh RAM of the same size, not the donated pages"
             );
             return EnclaveRam::Fresh { size };
@@ -465,12 +505,6 @@ fn unbootable_layout(runs: &[MemoryRun]) -> Option<&'static str> {
 
 impl Backend for VmBackend {
     fn start(&mut self, request: &StartRequest<'_>) -> Result<StartProgress, StartRefused> {
-        if request.image.arm64 {
-            return Err(refused(
-                ENOEXEC,
-                "the image is for arm64; this backend boots x86-64 enclaves".to_owned(),
-            ));
-        }
         self.boot(request)?;
         Ok(StartProgress::Started)
     }
@@ -525,7 +559,7 @@ impl Backend for VmBackend {
                 vec![
                     ("Backend", "vm".to_owned()),
                     ("Pid", running.vm.pid().to_string()),
-                    ("Accel", self.config.accel.name().to_owned()),
+                    ("Accel", running.accel.name().to_owned()),
                     ("Boot", boot_state(&running.mux).to_owned()),
                 ]
             })

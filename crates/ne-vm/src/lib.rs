@@ -33,5 +33,5 @@ mod vm;
 pub use backend::{
     donated_runs, NsmChoice, NsmConfig, StartError, VmBackend, VmChoice, VmConfig, STOP_GRACE,
 };
-pub use qemu::{cache_dir, Accel, Qemu, QemuError};
+pub use qemu::{cache_dir, Accel, Arch, Qemu, QemuError};
 pub use vm::{arguments, stop_reason, EnclaveRam, MemoryRun, Spawner, Vm, VmEnded, VmSpec};

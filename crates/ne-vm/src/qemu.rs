@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Which QEMU boots enclaves, what it can do, and the command line of one enclave VM.
 //!
-//! QEMU is found, in order: `$NE_QEMU` (a `qemu-system-x86_64` to run as is); the kit that
-//! `scripts/provision.sh` unpacks from Debian's archive into `$NE_CACHE/kit/qemu` (QEMU
-//! 11.1 from trixie-backports with its own libraries, run through its own dynamic loader,
-//! so no root and no chroot); `qemu-system-x86_64` on `PATH`.
+//! QEMU is found, in order: `$NE_QEMU` (a `qemu-system-x86_64` to run as is; for arm64
+//! enclaves `$NE_QEMU_AARCH64`); the kit that `scripts/provision.sh` unpacks from Debian's
+//! archive into `$NE_CACHE/kit/qemu` (QEMU 11.1 from trixie-backports with its own
+//! libraries, run through its own dynamic loader, so no root and no chroot); the binary on
+//! `PATH`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -12,15 +13,45 @@ use std::process::{Command, Stdio};
 
 use thiserror::Error;
 
-/// The QEMU binary this backend runs for x86-64 enclaves.
-const QEMU_X86: &str = "qemu-system-x86_64";
+/// The architecture of an enclave's kernel, and so of the QEMU that boots it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// x86-64 (`bzImage`): `qemu-system-x86_64 -M q35`.
+    X86_64,
+    /// arm64 (`Image`, the EIF's arm64 flag): `qemu-system-aarch64 -M virt`.
+    Aarch64,
+}
+
+impl Arch {
+    /// The QEMU binary for this architecture.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// The environment variable naming that binary.
+    fn env(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "NE_QEMU",
+            Arch::Aarch64 => "NE_QEMU_AARCH64",
+        }
+    }
+}
 
 /// Why no usable QEMU was found.
 #[derive(Debug, Error)]
 pub enum QemuError {
     /// Nothing was found.
-    #[error("No QEMU to boot enclaves with: not $NE_QEMU, not {}, not qemu-system-x86_64 on PATH; run scripts/provision.sh (QEMU 11.1 from Debian's archive into the cache, no root needed) or install Debian's qemu-system-x86", .kit.display())]
+    #[error("No {binary} to boot enclaves with: not ${env}, not in {}, not on PATH; run scripts/provision.sh (QEMU 11.1 from Debian's archive into the cache, no root needed) or install Debian's {package}", .kit.display())]
     NotFound {
+        /// The binary looked for.
+        binary: &'static str,
+        /// The environment variable that would name it.
+        env: &'static str,
+        /// The Debian package that has it.
+        package: &'static str,
         /// Where the kit would be.
         kit: PathBuf,
     },
@@ -120,23 +151,36 @@ pub fn cache_dir() -> PathBuf {
 }
 
 impl Qemu {
-    /// Finds QEMU as the module documentation says.
+    /// Finds the QEMU of x86-64 enclaves as the module documentation says.
     pub fn find() -> Result<Qemu, QemuError> {
-        if let Some(path) = std::env::var_os("NE_QEMU").filter(|p| !p.is_empty()) {
+        Self::find_for(Arch::X86_64)
+    }
+
+    /// Finds the QEMU of `arch`'s enclaves as the module documentation says.
+    pub fn find_for(arch: Arch) -> Result<Qemu, QemuError> {
+        if let Some(path) = std::env::var_os(arch.env()).filter(|p| !p.is_empty()) {
             return Self::plain(PathBuf::from(path));
         }
         let kit = cache_dir().join("kit").join("qemu");
-        if kit.join("usr/bin").join(QEMU_X86).is_file() {
-            return Self::kit(&kit);
+        if kit.join("usr/bin").join(arch.binary()).is_file() {
+            return Self::kit(&kit, arch);
         }
         let on_path = std::env::var_os("PATH")
             .iter()
             .flat_map(std::env::split_paths)
-            .map(|dir| dir.join(QEMU_X86))
+            .map(|dir| dir.join(arch.binary()))
             .find(|candidate| candidate.is_file());
         match on_path {
             Some(path) => Self::plain(path),
-            None => Err(QemuError::NotFound { kit }),
+            None => Err(QemuError::NotFound {
+                binary: arch.binary(),
+                env: arch.env(),
+                package: match arch {
+                    Arch::X86_64 => "qemu-system-x86",
+                    Arch::Aarch64 => "qemu-system-arm",
+                },
+                kit,
+            }),
         }
     }
 
@@ -153,15 +197,15 @@ impl Qemu {
         Ok(qemu)
     }
 
-    /// The QEMU unpacked from Debian's packages under `root`, run with its own loader and
-    /// libraries.
-    pub fn kit(root: &Path) -> Result<Qemu, QemuError> {
+    /// The QEMU of `arch` unpacked from Debian's packages under `root`, run with its own
+    /// loader and libraries.
+    pub fn kit(root: &Path, arch: Arch) -> Result<Qemu, QemuError> {
         let libs = root.join("usr/lib/x86_64-linux-gnu");
         let mut prefix = vec![
             OsString::from("--library-path"),
             libs.clone().into_os_string(),
         ];
-        prefix.push(root.join("usr/bin").join(QEMU_X86).into_os_string());
+        prefix.push(root.join("usr/bin").join(arch.binary()).into_os_string());
         let mut qemu = Qemu {
             program: root.join("usr/lib64/ld-linux-x86-64.so.2"),
             prefix,

@@ -18,7 +18,7 @@ use std::time::Duration;
 use ne_device::StopReason;
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 
-use crate::qemu::{Accel, Qemu};
+use crate::qemu::{Accel, Arch, Qemu};
 use ne_hypervisor::Console;
 
 /// One contiguous run of the enclave's memory: `size` bytes of `file` from `offset`.
@@ -77,25 +77,30 @@ pub struct VmSpec {
     pub qmp: PathBuf,
     /// How its vCPUs run.
     pub accel: Accel,
+    /// Its kernel's architecture: which machine QEMU emulates.
+    pub arch: Arch,
 }
 
 const MIB: u64 = 1 << 20;
 
 /// QEMU's arguments for `spec`, after the binary and its firmware directories.
 pub fn arguments(qemu: &Qemu, spec: &VmSpec) -> Vec<OsString> {
+    let (machine, cpu) = match (spec.arch, spec.accel) {
+        (Arch::X86_64, Accel::Kvm) => ("q35", "host"),
+        (Arch::X86_64, Accel::Tcg) => ("q35", "max"),
+        (Arch::Aarch64, Accel::Kvm) => ("virt,gic-version=max", "host"),
+        // Pointer authentication with QEMU's own algorithm: much faster to emulate.
+        (Arch::Aarch64, Accel::Tcg) => ("virt,gic-version=max", "max,pauth-impdef=on"),
+    };
     let mut args: Vec<String> = vec![
         "-name".into(),
         format!("ne-enclave-{}", spec.cid),
         "-M".into(),
-        "q35".into(),
+        machine.into(),
         "-accel".into(),
         spec.accel.name().into(),
         "-cpu".into(),
-        match spec.accel {
-            Accel::Kvm => "host",
-            Accel::Tcg => "max",
-        }
-        .into(),
+        cpu.into(),
         "-smp".into(),
         spec.vcpus.to_string(),
         "-m".into(),
@@ -445,6 +450,7 @@ mod tests {
             nsm: None,
             qmp: PathBuf::from("/q.sock"),
             accel: Accel::Tcg,
+            arch: Arch::X86_64,
         };
         let args = joined(&arguments(&qemu(), &spec));
         let fd = file.as_raw_fd();
@@ -463,6 +469,27 @@ mod tests {
     }
 
     #[test]
+    fn test_an_arm64_enclave_is_a_virt_machine() {
+        let spec = VmSpec {
+            cid: 16,
+            vcpus: 2,
+            ram: EnclaveRam::Fresh { size: 512 * MIB },
+            kernel: PathBuf::from("/Image"),
+            initrd: PathBuf::from("/i"),
+            cmdline: "console=ttyAMA0".to_owned(),
+            vsock: Some(PathBuf::from("/v.sock")),
+            nsm: Some(PathBuf::from("/n.sock")),
+            qmp: PathBuf::from("/q.sock"),
+            accel: Accel::Tcg,
+            arch: Arch::Aarch64,
+        };
+        let args = joined(&arguments(&qemu(), &spec));
+        assert!(args.contains("-M virt,gic-version=max -accel tcg -cpu max,pauth-impdef=on -smp 2"));
+        assert!(args.contains("vhost-user-vsock-pci,chardev=vsock"));
+        assert!(args.contains("vhost-user-test-device-pci,virtio-id=33,num_vqs=1,chardev=nsm"));
+    }
+
+    #[test]
     fn test_fresh_ram_is_one_shared_memfd_of_the_same_size() {
         let spec = VmSpec {
             cid: 5,
@@ -475,6 +502,7 @@ mod tests {
             nsm: None,
             qmp: PathBuf::from("/q.sock"),
             accel: Accel::Kvm,
+            arch: Arch::X86_64,
         };
         let old = Qemu {
             version: (7, 2),
