@@ -12,15 +12,13 @@
 //! features, with memory slots given one at a time (an enclave's RAM may be many regions).
 
 use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
 
 use aws_nitro_enclaves_nsm_api::api::{ErrorCode, Response};
+use ne_vhost::Served;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost::vhost_user::Listener;
-use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
@@ -312,60 +310,10 @@ impl VhostUserBackend for NsmDevice {
     }
 }
 
-/// A served NSM device: its socket, and the thread serving it.
-#[derive(Debug)]
-pub struct Served {
-    socket: PathBuf,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Served {
-    /// The vhost-user socket QEMU connects to.
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
-    /// Ends the service: a front-end that never came is replaced by a connection that
-    /// closes at once; the socket file is removed.
-    pub fn shutdown(mut self) {
-        if let Some(thread) = self.thread.take() {
-            if !thread.is_finished() {
-                let _ = UnixStream::connect(&self.socket);
-            }
-            let _ = std::fs::remove_file(&self.socket);
-        }
-    }
-}
-
 /// Listens on `socket` (before returning, so QEMU can connect at once) and serves
 /// `module` to the one front-end that connects, in a thread named `name`.
 pub fn serve(socket: &Path, module: NsmModule, name: &str) -> io::Result<Served> {
-    let mut listener = Listener::new(socket, true).map_err(|e| io::Error::other(e.to_string()))?;
-    let mut daemon = VhostUserDaemon::new(
-        name.to_owned(),
-        NsmDevice::new(module),
-        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
-    )
-    .map_err(|e| io::Error::other(e.to_string()))?;
-    let thread = thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            match daemon.start(&mut listener) {
-                Ok(()) => {
-                    if let Err(e) = daemon.wait() {
-                        tracing::debug!("NSM front-end ended: {e}");
-                    }
-                }
-                Err(e) => tracing::debug!("no NSM front-end: {e}"),
-            }
-            for handler in daemon.get_epoll_handlers() {
-                handler.send_exit_event();
-            }
-        })?;
-    Ok(Served {
-        socket: socket.to_owned(),
-        thread: Some(thread),
-    })
+    ne_vhost::serve_one(socket, name, NsmDevice::new(module), |_| Ok(()), || {})
 }
 
 #[cfg(test)]
@@ -442,6 +390,16 @@ mod tests {
             .collect()
     }
 
+    /// Queues `descs` as the driver would, lets the device take them, and returns the used
+    /// ring's entries.
+    fn run(mem: &GuestMemoryMmap, descs: &[RawDescriptor]) -> Vec<(u32, u32)> {
+        let queue = MockSplitQueue::new(mem, 64);
+        queue.add_desc_chains(descs, 0).unwrap();
+        let (device, vring) = device(mem, &queue);
+        device.process_queue(&vring).unwrap();
+        used(&queue)
+    }
+
     fn response(mem: &GuestMemoryMmap, len: u32) -> Response {
         let mut bytes = vec![0u8; len as usize];
         mem.read_slice(&mut bytes, GuestAddress(RESPONSE_AT))
@@ -453,16 +411,12 @@ mod tests {
     fn test_two_chains_complete_the_request_with_zero_then_the_response() {
         // As Linux 6.12's nsm.ko queues them: the request, then the response buffer.
         let mem = memory();
-        let queue = MockSplitQueue::new(&mem, 64);
         let len = request_bytes(&mem, &Request::DescribePCR { index: 0 });
         let descs = [
             RawDescriptor::from(SplitDescriptor::new(REQUEST_AT, len, 0, 0)),
             RawDescriptor::from(SplitDescriptor::new(RESPONSE_AT, 0x3000, WRITE, 0)),
         ];
-        queue.add_desc_chains(&descs, 0).unwrap();
-        let (device, vring) = device(&mem, &queue);
-        device.process_queue(&vring).unwrap();
-        let used = used(&queue);
+        let used = run(&mem, &descs);
         assert_eq!(used.len(), 2);
         assert_eq!(used[0], (0, 0), "the request chain first, with length 0");
         assert_eq!(used[1].0, 1);
@@ -475,16 +429,12 @@ mod tests {
     #[test]
     fn test_one_chain_with_both_parts_gets_the_response_length() {
         let mem = memory();
-        let queue = MockSplitQueue::new(&mem, 64);
         let len = request_bytes(&mem, &Request::GetRandom);
         let descs = [
             RawDescriptor::from(SplitDescriptor::new(REQUEST_AT, len, NEXT, 1)),
             RawDescriptor::from(SplitDescriptor::new(RESPONSE_AT, 0x3000, WRITE, 0)),
         ];
-        queue.add_desc_chains(&descs, 0).unwrap();
-        let (device, vring) = device(&mem, &queue);
-        device.process_queue(&vring).unwrap();
-        let used = used(&queue);
+        let used = run(&mem, &descs);
         assert_eq!(used.len(), 1);
         let Response::GetRandom { random } = response(&mem, used[0].1) else {
             panic!("not random bytes")
@@ -495,17 +445,13 @@ mod tests {
     #[test]
     fn test_two_requests_in_a_row_give_the_first_back_and_answer_the_second() {
         let mem = memory();
-        let queue = MockSplitQueue::new(&mem, 64);
         let len = request_bytes(&mem, &Request::DescribeNSM);
         let descs = [
             RawDescriptor::from(SplitDescriptor::new(REQUEST_AT, len, 0, 0)),
             RawDescriptor::from(SplitDescriptor::new(REQUEST_AT, len, 0, 0)),
             RawDescriptor::from(SplitDescriptor::new(RESPONSE_AT, 0x3000, WRITE, 0)),
         ];
-        queue.add_desc_chains(&descs, 0).unwrap();
-        let (device, vring) = device(&mem, &queue);
-        device.process_queue(&vring).unwrap();
-        let used = used(&queue);
+        let used = run(&mem, &descs);
         assert_eq!(used.len(), 3, "no descriptor kept: {used:?}");
         assert_eq!(&used[..2], &[(0, 0), (1, 0)]);
         assert!(matches!(
@@ -517,16 +463,12 @@ mod tests {
     #[test]
     fn test_a_response_buffer_too_small_gets_buffer_too_small() {
         let mem = memory();
-        let queue = MockSplitQueue::new(&mem, 64);
         let len = request_bytes(&mem, &Request::GetRandom);
         let descs = [
             RawDescriptor::from(SplitDescriptor::new(REQUEST_AT, len, NEXT, 1)),
             RawDescriptor::from(SplitDescriptor::new(RESPONSE_AT, 64, WRITE, 0)),
         ];
-        queue.add_desc_chains(&descs, 0).unwrap();
-        let (device, vring) = device(&mem, &queue);
-        device.process_queue(&vring).unwrap();
-        let used = used(&queue);
+        let used = run(&mem, &descs);
         assert!(matches!(
             response(&mem, used[0].1),
             Response::Error(ErrorCode::BufferTooSmall)
@@ -536,15 +478,11 @@ mod tests {
     #[test]
     fn test_an_oversized_request_is_answered_input_too_large_without_reading_it() {
         let mem = memory();
-        let queue = MockSplitQueue::new(&mem, 64);
         let descs = [
             RawDescriptor::from(SplitDescriptor::new(REQUEST_AT, 0x1001, 0, 0)),
             RawDescriptor::from(SplitDescriptor::new(RESPONSE_AT, 0x3000, WRITE, 0)),
         ];
-        queue.add_desc_chains(&descs, 0).unwrap();
-        let (device, vring) = device(&mem, &queue);
-        device.process_queue(&vring).unwrap();
-        let used = used(&queue);
+        let used = run(&mem, &descs);
         assert_eq!(used[0], (0, 0));
         assert!(matches!(
             response(&mem, used[1].1),

@@ -22,8 +22,9 @@ pub mod pcr;
 pub mod verify;
 
 pub use ca::{CaError, RootCa};
-pub use device::{serve, Served};
+pub use device::serve;
 pub use module::{ModuleConfig, NsmModule};
+pub use ne_vhost::Served;
 pub use pcr::{PcrBank, PcrValue};
 pub use verify::{verify, Verified, VerifyError};
 

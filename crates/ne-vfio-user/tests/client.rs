@@ -307,7 +307,8 @@ mod tests {
         _ram: std::fs::File,
     }
 
-    fn ready_client(socket: &Path, image: &[u8]) -> ReadyClient {
+    /// A client connected to `socket` with both vectors' eventfds set.
+    fn client_with_vectors(socket: &Path) -> (Client, EventFd, EventFd) {
         let mut client = connect(socket);
         let reply = EventFd::new(EFD_NONBLOCK).unwrap();
         let event = EventFd::new(EFD_NONBLOCK).unwrap();
@@ -320,6 +321,11 @@ mod tests {
                 &[reply.as_raw_fd(), event.as_raw_fd()],
             )
             .unwrap();
+        (client, reply, event)
+    }
+
+    fn ready_client(socket: &Path, image: &[u8]) -> ReadyClient {
+        let (mut client, reply, event) = client_with_vectors(socket);
         let ram = ram_with(GIB, image);
         client.dma_map(0, 0, GIB, ram.as_raw_fd()).unwrap();
         client.region_write(BAR3, regs::ENABLE, &[1]).unwrap();
@@ -507,18 +513,7 @@ mod tests {
 
     /// A client with both vectors' eventfds and `ram` mapped at `VIRT_RAM_BASE`.
     fn virt_client(socket: &Path, ram: &std::fs::File) -> (Client, EventFd, EventFd) {
-        let mut client = connect(socket);
-        let reply = EventFd::new(EFD_NONBLOCK).unwrap();
-        let event = EventFd::new(EFD_NONBLOCK).unwrap();
-        client
-            .set_irqs(
-                VFIO_PCI_MSIX_IRQ_INDEX,
-                VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
-                0,
-                2,
-                &[reply.as_raw_fd(), event.as_raw_fd()],
-            )
-            .unwrap();
+        let (mut client, reply, event) = client_with_vectors(socket);
         client
             .dma_map(0, VIRT_RAM_BASE, GIB, ram.as_raw_fd())
             .unwrap();

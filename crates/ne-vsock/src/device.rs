@@ -10,14 +10,13 @@
 use std::io::{self, Read};
 use std::ops::Deref;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread;
 
+use ne_vhost::Served;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost::vhost_user::Listener;
-use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_queue::{DescriptorChain, QueueT};
 use virtio_vsock::packet::VsockPacket;
@@ -274,39 +273,6 @@ where
     Ok((header, data))
 }
 
-/// A served device: its socket, and the thread serving it.
-#[derive(Debug)]
-pub struct Served {
-    socket: PathBuf,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Served {
-    /// The vhost-user socket QEMU connects to.
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
-    /// Waits until the front-end is gone (or never came and the service was shut down).
-    pub fn wait(mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-
-    /// Ends the service: a front-end that never came is replaced by a connection that
-    /// closes at once, and the thread is joined once the front-end is gone.
-    pub fn shutdown(mut self) {
-        if let Some(thread) = self.thread.take() {
-            if !thread.is_finished() {
-                // Unblocks a listener still waiting for QEMU; harmless once QEMU connected.
-                let _ = UnixStream::connect(&self.socket);
-            }
-            let _ = std::fs::remove_file(&self.socket);
-        }
-    }
-}
-
 /// Serves the parent as a VM (`nectl serve`'s guest, CID 3) on `socket`, for the life of
 /// the process: a vhost-user-vsock device for each front-end that connects in turn, whose
 /// connections `router` routes to the enclaves and their consoles.
@@ -338,42 +304,26 @@ pub fn serve_parent_vm(router: Arc<Router>, socket: &Path) -> io::Result<()> {
 /// Listens on `socket` (before returning, so QEMU can connect at once) and serves the
 /// device of `mux` to the one front-end that connects, in a thread.
 pub fn serve(socket: &Path, mux: Arc<Mux>) -> io::Result<Served> {
-    let mut listener = Listener::new(socket, true).map_err(|e| io::Error::other(e.to_string()))?;
-    let device = VsockDevice::new(Arc::clone(&mux));
-    let name = format!("ne-vsock-{}", mux.cid());
-    let mut daemon = VhostUserDaemon::new(
-        name.clone(),
-        device,
-        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
-    )
-    .map_err(|e| io::Error::other(e.to_string()))?;
-    for handler in daemon.get_epoll_handlers() {
-        handler
-            .register_listener(
-                mux.kick_event().as_raw_fd(),
-                EventSet::IN,
-                u64::from(MUX_EVENT),
-            )
-            .map_err(|e| io::Error::other(e.to_string()))?;
-    }
-    let thread = thread::Builder::new().name(name).spawn(move || {
-        match daemon.start(&mut listener) {
-            Ok(()) => {
-                if let Err(e) = daemon.wait() {
-                    tracing::debug!(cid = mux.cid(), "vhost-user front-end ended: {e}");
-                }
+    let kick = Arc::clone(&mux);
+    let closing = Arc::clone(&mux);
+    ne_vhost::serve_one(
+        socket,
+        &format!("ne-vsock-{}", mux.cid()),
+        VsockDevice::new(mux),
+        |daemon| {
+            for handler in daemon.get_epoll_handlers() {
+                handler
+                    .register_listener(
+                        kick.kick_event().as_raw_fd(),
+                        EventSet::IN,
+                        u64::from(MUX_EVENT),
+                    )
+                    .map_err(|e| io::Error::other(e.to_string()))?;
             }
-            Err(e) => tracing::debug!(cid = mux.cid(), "no vhost-user front-end: {e}"),
-        }
-        for handler in daemon.get_epoll_handlers() {
-            handler.send_exit_event();
-        }
-        mux.close();
-    })?;
-    Ok(Served {
-        socket: socket.to_owned(),
-        thread: Some(thread),
-    })
+            Ok(())
+        },
+        move || closing.close(),
+    )
 }
 
 #[cfg(test)]

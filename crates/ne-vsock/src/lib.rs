@@ -33,10 +33,11 @@ mod mux;
 pub mod packet;
 mod router;
 
-pub use device::{serve, serve_parent_vm, Served, VsockDevice};
+pub use device::{serve, serve_parent_vm, VsockDevice};
 pub use mux::{
     ConnKey, HostPorts, Mux, BUF_ALLOC, MAX_CONNECTIONS, MAX_CONTROL_PACKETS, MAX_QUEUED_BYTES,
 };
+pub use ne_vhost::Served;
 pub use router::{ConsoleSource, PortListener, RouteError, Router, CONNECT_TIMEOUT};
 
 /// The parent's CID (`VMADDR_CID_HOST` as enclaves see it, `NE_PARENT_VM_CID`).
