@@ -325,13 +325,19 @@ mod tests {
     }
 
     fn ready_client(socket: &Path, image: &[u8]) -> ReadyClient {
+        ready_client_at(socket, image, 0)
+    }
+
+    /// [`ready_client`] with the guest's RAM mapped at `base` (file offset 0 there) and the
+    /// slot's 64 MiB at `base`.
+    fn ready_client_at(socket: &Path, image: &[u8], base: u64) -> ReadyClient {
         let (mut client, reply, event) = client_with_vectors(socket);
         let ram = ram_with(GIB, image);
-        client.dma_map(0, 0, GIB, ram.as_raw_fd()).unwrap();
+        client.dma_map(0, base, GIB, ram.as_raw_fd()).unwrap();
         client.region_write(BAR3, regs::ENABLE, &[1]).unwrap();
         assert_eq!(command(&mut client, &reply, Command::SlotAlloc, &[0]), 0);
         let uid = u64::from(read_u32(&mut client, BAR3, regs::RECV_DATA + 8));
-        let add_mem = le(&[uid, 0, 64 << 20]);
+        let add_mem = le(&[uid, base, 64 << 20]);
         assert_eq!(
             command(&mut client, &reply, Command::SlotAddMem, &add_mem),
             0
@@ -560,29 +566,17 @@ mod tests {
         let shared = server.shared();
         let serving = thread::spawn(move || server.serve_one());
         let image = sample_eif();
-        let ram = ram_with(GIB, &image);
-        let (mut client, reply, _event) = virt_client(&socket, &ram);
-        client.region_write(BAR3, regs::ENABLE, &[1]).unwrap();
-        assert_eq!(command(&mut client, &reply, Command::SlotAlloc, &[0]), 0);
+        let ReadyClient {
+            mut client, reply, ..
+        } = ready_client_at(&socket, &image, VIRT_RAM_BASE);
+        ring_start(&mut client);
+        wait_reply(&reply);
+        assert_eq!(
+            read_u32(&mut client, BAR3, regs::RECV_DATA),
+            0,
+            "ENCLAVE_START rc"
+        );
         let uid = u64::from(read_u32(&mut client, BAR3, regs::RECV_DATA + 8));
-        let add_mem = le(&[uid, VIRT_RAM_BASE, 64 << 20]);
-        assert_eq!(
-            command(&mut client, &reply, Command::SlotAddMem, &add_mem),
-            0
-        );
-        assert_eq!(
-            command(&mut client, &reply, Command::SlotAddVcpu, &le(&[uid, 1])),
-            0
-        );
-        assert_eq!(
-            command(
-                &mut client,
-                &reply,
-                Command::EnclaveStart,
-                &le(&[uid, 0, 0])
-            ),
-            0
-        );
         let expected = ne_eif::Eif::parse(&image).unwrap().measurements();
         let device = shared.device();
         let loaded = device
