@@ -17,15 +17,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_nitro_enclaves_nsm_api::api::{ErrorCode, Response};
 use ne_vhost::Served;
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use crate::module::{encode, NsmModule, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 
@@ -275,7 +272,7 @@ impl VhostUserBackend for NsmDevice {
     }
 
     fn features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        ne_vhost::FEATURES
     }
 
     /// Memory regions one at a time: an enclave's RAM is its donated regions.
@@ -293,7 +290,7 @@ impl VhostUserBackend for NsmDevice {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+        ne_vhost::exit_event()
     }
 
     fn handle_event(

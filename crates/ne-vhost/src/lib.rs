@@ -10,9 +10,24 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::thread::{self, JoinHandle};
 
+use vhost::vhost_user::message::VhostUserVirtioFeatures;
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+/// The virtio features every device here offers: `VIRTIO_F_VERSION_1`, and the vhost-user
+/// protocol features (what QEMU 11.1 needs of them).
+pub const FEATURES: u64 =
+    (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+
+/// The event that stops a device's worker thread (`VhostUserBackend::exit_event`).
+pub fn exit_event() -> Option<(EventConsumer, EventNotifier)> {
+    new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+}
 
 /// A served device: its socket, and the thread serving it.
 #[derive(Debug)]

@@ -15,16 +15,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use ne_vhost::Served;
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_queue::{DescriptorChain, QueueT};
 use virtio_vsock::packet::VsockPacket;
 use vm_memory::{GuestAddressSpace, GuestMemory, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use crate::mux::Mux;
 use crate::packet::{Header, HEADER_BYTES};
@@ -169,7 +166,7 @@ impl VhostUserBackend for VsockDevice {
     }
 
     fn features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        ne_vhost::FEATURES
     }
 
     /// The config space (the CID), and memory regions one at a time: an enclave's RAM is
@@ -201,7 +198,7 @@ impl VhostUserBackend for VsockDevice {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+        ne_vhost::exit_event()
     }
 
     fn handle_event(
