@@ -22,7 +22,7 @@ use x509_cert::der::{DecodePem, Encode, EncodePem};
 use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
-use x509_cert::time::Validity;
+use x509_cert::time::{Time, Validity};
 use x509_cert::Certificate;
 
 /// The root certificate's file in the CA directory.
@@ -35,6 +35,10 @@ const ROOT_SUBJECT: &str = "CN=ne local attestation root,O=ne";
 const ROOT_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 /// How long a leaf is valid (Nitro's leaves live hours).
 pub const LEAF_LIFETIME: Duration = Duration::from_secs(3 * 3600);
+/// How far before its issue a certificate's validity starts: a document signed in the same
+/// second as its leaf was issued (certificate times are whole seconds), or read by a
+/// verifier whose clock is a little behind, is still within it.
+const BACKDATE: Duration = Duration::from_secs(60);
 
 /// Why the CA could not be loaded, made or used.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +94,16 @@ fn invalid(what: impl std::fmt::Display) -> CaError {
     CaError::Invalid(what.to_string())
 }
 
+/// Valid from [`BACKDATE`] ago for `lifetime` from now.
+fn validity_for(lifetime: Duration) -> Result<Validity, CaError> {
+    let now = SystemTime::now();
+    let time = |at: SystemTime| Time::try_from(at).map_err(invalid);
+    Ok(Validity {
+        not_before: time(now - BACKDATE)?,
+        not_after: time(now + lifetime)?,
+    })
+}
+
 /// A positive random serial number of 16 bytes.
 fn random_serial() -> Result<SerialNumber, CaError> {
     let mut bytes = [0u8; 16];
@@ -107,7 +121,7 @@ impl RootCa {
     pub fn generate() -> Result<RootCa, CaError> {
         let key = SigningKey::random(&mut OsRng);
         let subject = Name::from_str(ROOT_SUBJECT).map_err(invalid)?;
-        let validity = Validity::from_now(ROOT_LIFETIME).map_err(invalid)?;
+        let validity = validity_for(ROOT_LIFETIME)?;
         let builder = CertificateBuilder::new(
             Profile::Root,
             random_serial()?,
@@ -203,7 +217,7 @@ impl RootCa {
         let key = SigningKey::random(&mut OsRng);
         let subject =
             Name::from_str(&format!("CN={},O=ne", rdn_safe(common_name))).map_err(invalid)?;
-        let validity = Validity::from_now(lifetime).map_err(invalid)?;
+        let validity = validity_for(lifetime)?;
         let not_after = validity.not_after.to_system_time();
         let builder = CertificateBuilder::new(
             Profile::Leaf {
