@@ -192,7 +192,8 @@ impl NsmModule {
             return error(ErrorCode::InputTooLarge);
         }
         let now = SystemTime::now();
-        let Some(leaf) = self.leaf(now) else {
+        self.renew_leaf(now);
+        let Some(leaf) = &self.leaf else {
             return error(ErrorCode::InternalError);
         };
         let timestamp_ms = now
@@ -213,18 +214,19 @@ impl NsmModule {
         Response::Attestation { document }
     }
 
-    /// The leaf that signs now: the current one, or a new one when it is about to expire.
-    fn leaf(&mut self, now: SystemTime) -> Option<Leaf> {
+    /// Issues a new leaf when there is none or the current one is about to expire (one
+    /// that cannot be issued leaves none: the document is refused).
+    fn renew_leaf(&mut self, now: SystemTime) {
         let fresh = |leaf: &Leaf| leaf.not_after > now + LEAF_RENEWAL;
-        if !self.leaf.as_ref().is_some_and(fresh) {
-            match self.root.issue_leaf(&self.module_id, LEAF_LIFETIME) {
-                Ok(leaf) => self.leaf = Some(leaf),
-                Err(e) => {
-                    tracing::error!(module = %self.module_id, "cannot issue the NSM's certificate: {e}");
-                    return None;
-                }
-            }
+        if self.leaf.as_ref().is_some_and(fresh) {
+            return;
         }
-        self.leaf.clone()
+        self.leaf = match self.root.issue_leaf(&self.module_id, LEAF_LIFETIME) {
+            Ok(leaf) => Some(leaf),
+            Err(e) => {
+                tracing::error!(module = %self.module_id, "cannot issue the NSM's certificate: {e}");
+                None
+            }
+        };
     }
 }
