@@ -14,6 +14,14 @@ pub const LOCKED_AT_START: usize = 16;
 /// One PCR's value.
 pub type PcrValue = [u8; PCR_BYTES];
 
+/// What a PCR holding `old` holds once `data` is extended into it: SHA-384(old ‖ data).
+pub fn extended(old: &PcrValue, data: &[u8]) -> PcrValue {
+    let mut hasher = Sha384::new();
+    hasher.update(old);
+    hasher.update(data);
+    hasher.finalize().into()
+}
+
 /// Why a PCR operation was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PcrError {
@@ -70,10 +78,7 @@ impl PcrBank {
         if self.locked[i] {
             return Err(PcrError::ReadOnly(index));
         }
-        let mut hasher = Sha384::new();
-        hasher.update(self.values[i]);
-        hasher.update(data);
-        self.values[i] = hasher.finalize().into();
+        self.values[i] = extended(&self.values[i], data);
         Ok(self.values[i])
     }
 
