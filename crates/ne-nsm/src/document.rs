@@ -31,15 +31,23 @@ pub struct Fields {
 impl Fields {
     /// The first field over [`MAX_FIELD_BYTES`], by name.
     pub fn too_large(&self) -> Option<&'static str> {
-        [
-            ("user_data", &self.user_data),
-            ("nonce", &self.nonce),
-            ("public_key", &self.public_key),
-        ]
-        .into_iter()
-        .find(|(_, field)| field.as_ref().is_some_and(|f| f.len() > MAX_FIELD_BYTES))
-        .map(|(name, _)| name)
+        oversized([
+            ("user_data", self.user_data.as_deref()),
+            ("nonce", self.nonce.as_deref()),
+            ("public_key", self.public_key.as_deref()),
+        ])
     }
+}
+
+/// The first of the named optional fields over [`MAX_FIELD_BYTES`]: the NSM refuses to put
+/// it in a document, and a verifier refuses a document that has it.
+pub fn oversized<'a>(
+    fields: impl IntoIterator<Item = (&'static str, Option<&'a [u8]>)>,
+) -> Option<&'static str> {
+    fields
+        .into_iter()
+        .find(|(_, field)| field.is_some_and(|f| f.len() > MAX_FIELD_BYTES))
+        .map(|(name, _)| name)
 }
 
 /// Who signs, and the chain that vouches for them.

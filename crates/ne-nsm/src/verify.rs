@@ -15,7 +15,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_cert::der::Decode;
 use x509_cert::Certificate;
 
-use crate::document::MAX_FIELD_BYTES;
+use crate::document::{oversized, MAX_FIELD_BYTES};
 use crate::pcr::PCR_COUNT;
 
 /// The largest certificate a document may carry (AWS's guide: 1 to 1 024 bytes).
@@ -70,8 +70,9 @@ pub fn verify(bytes: &[u8], root_der: &[u8]) -> Result<Verified, VerifyError> {
     let document = AttestationDoc::from_binary(body).map_err(|e| payload(format!("{e:?}")))?;
     check_fields(&document)?;
     let chain = check_chain(&document, root_der)?;
-    let leaf = Certificate::from_der(&document.certificate)
-        .map_err(|e| VerifyError::Chain(e.to_string()))?;
+    let leaf = chain
+        .last()
+        .ok_or_else(|| VerifyError::Chain("no leaf certificate".to_owned()))?;
     let key = VerifyingKey::from_sec1_bytes(
         leaf.tbs_certificate
             .subject_public_key_info
@@ -85,6 +86,10 @@ pub fn verify(bytes: &[u8], root_der: &[u8]) -> Result<Verified, VerifyError> {
             key.verify(tbs, &signature).map_err(|_| ())
         })
         .map_err(|()| VerifyError::Signature)?;
+    let chain = chain
+        .iter()
+        .map(|certificate| certificate.tbs_certificate.subject.to_string())
+        .collect();
     Ok(Verified { document, chain })
 }
 
@@ -121,20 +126,25 @@ fn check_fields(document: &AttestationDoc) -> Result<(), VerifyError> {
             "a certificate is missing, empty or over 1 024 bytes",
         ));
     }
-    for (name, field) in [
-        ("public_key", &document.public_key),
-        ("user_data", &document.user_data),
-        ("nonce", &document.nonce),
-    ] {
-        if field.as_ref().is_some_and(|f| f.len() > MAX_FIELD_BYTES) {
-            return Err(payload(format!("{name} is over {MAX_FIELD_BYTES} bytes")));
-        }
+    fn bytes(field: &Option<serde_bytes::ByteBuf>) -> Option<&[u8]> {
+        field.as_ref().map(|f| f.as_slice())
+    }
+    if let Some(name) = oversized([
+        ("public_key", bytes(&document.public_key)),
+        ("user_data", bytes(&document.user_data)),
+        ("nonce", bytes(&document.nonce)),
+    ]) {
+        return Err(payload(format!("{name} is over {MAX_FIELD_BYTES} bytes")));
     }
     Ok(())
 }
 
-/// The chain from the leaf through the cabundle to `root_der`, at the document's time.
-fn check_chain(document: &AttestationDoc, root_der: &[u8]) -> Result<Vec<String>, VerifyError> {
+/// The chain from the leaf through the cabundle to `root_der`, at the document's time; its
+/// certificates, root first, leaf last.
+fn check_chain(
+    document: &AttestationDoc,
+    root_der: &[u8],
+) -> Result<Vec<Certificate>, VerifyError> {
     let chain_error = |e: webpki::Error| VerifyError::Chain(format!("{e:?}"));
     if document.cabundle.first().map(|c| c.as_slice()) != Some(root_der) {
         return Err(VerifyError::Chain(
@@ -160,11 +170,10 @@ fn check_chain(document: &AttestationDoc, root_der: &[u8]) -> Result<Vec<String>
         None,
     )
     .map_err(chain_error)?;
-    let mut subjects = Vec::new();
-    for der in document.cabundle.iter().chain([&document.certificate]) {
-        let certificate =
-            Certificate::from_der(der).map_err(|e| VerifyError::Chain(e.to_string()))?;
-        subjects.push(certificate.tbs_certificate.subject.to_string());
-    }
-    Ok(subjects)
+    document
+        .cabundle
+        .iter()
+        .chain([&document.certificate])
+        .map(|der| Certificate::from_der(der).map_err(|e| VerifyError::Chain(e.to_string())))
+        .collect()
 }
