@@ -90,15 +90,13 @@ fn spawn_parent(socket: &Path, start: ParentStart) -> Result<()> {
         .process_group(0)
         .spawn()
         .map_err(|e| unreachable(socket, &format!("cannot start it: {e}")))?;
-    let listening = child
-        .stdout
-        .take()
-        .map(|out| wait_for_line(out, START_TIMEOUT));
+    let deadline = Instant::now() + START_TIMEOUT;
+    let listening = child.stdout.take().map(|out| wait_for_line(out, deadline));
     if listening == Some(Readiness::Listening) {
         end_unless_owner(socket, &mut child);
         return Ok(());
     }
-    let deadline = Instant::now() + START_TIMEOUT;
+    // Silent: it exited (its log says why), or the deadline passed (the loop ends at once).
     while Instant::now() < deadline {
         if UnixStream::connect(socket).is_ok() {
             end_unless_owner(socket, &mut child);
@@ -146,15 +144,14 @@ fn spawn_parent(socket: &Path, start: ParentStart) -> Result<()> {
 enum Readiness {
     /// It announced that it listens.
     Listening,
-    /// It closed its output without a word (it exited), or `timeout` passed.
+    /// It closed its output without a word (it exited), or the deadline passed.
     Silent,
 }
 
-/// Waits up to `timeout` for the first line `out` carries.
-fn wait_for_line(out: std::process::ChildStdout, timeout: Duration) -> Readiness {
+/// Waits until `deadline` for the first line `out` carries.
+fn wait_for_line(out: std::process::ChildStdout, deadline: Instant) -> Readiness {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     use std::io::BufRead;
-    let deadline = Instant::now() + timeout;
     let mut fds = [PollFd::new(&out, PollFlags::IN)];
     loop {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
