@@ -1039,15 +1039,21 @@ fn serve_backend(
         (None, None) => PathBuf::new(),
     };
     paths::private_dir(&state_dir, rustix::process::getuid().as_raw())?;
-    Ok(ServeBackend::Vm(VmChoice {
+    Ok(ServeBackend::Vm(vm_choice(accel, &state_dir)))
+}
+
+/// The VM backend of a parent or server whose files live in `dir`: its VMs' in `vms/`, the
+/// parent's vsock sockets in `vsock/`, and the NSMs' parent and root as the installation's.
+fn vm_choice(accel: Option<AccelArg>, dir: &Path) -> VmChoice {
+    VmChoice {
         accel: accel.map(|accel| match accel {
             AccelArg::Kvm => Accel::Kvm,
             AccelArg::Tcg => Accel::Tcg,
         }),
-        state_dir: state_dir.join("vms"),
-        vsock_dir: Some(state_dir.join("vsock")),
+        state_dir: dir.join("vms"),
+        vsock_dir: Some(dir.join("vsock")),
         nsm: crate::attestation::nsm_choice(),
-    }))
+    }
 }
 
 fn serve(socket: Option<&Path>, args: &ServeArgs, backend: ServeBackend) -> Result<()> {
@@ -1205,18 +1211,10 @@ fn explain(code: &str) -> Result<Value> {
 fn backend_choice(socket: &Path, start: &ParentStart) -> BackendChoice {
     match start.backend.unwrap_or(BackendArg::Vm) {
         BackendArg::Sim => BackendChoice::Simulated,
-        BackendArg::Vm => {
-            let dir = socket.parent().unwrap_or(Path::new("."));
-            BackendChoice::Vm(VmChoice {
-                accel: start.accel.map(|accel| match accel {
-                    AccelArg::Kvm => Accel::Kvm,
-                    AccelArg::Tcg => Accel::Tcg,
-                }),
-                state_dir: dir.join("vms"),
-                vsock_dir: Some(dir.join("vsock")),
-                nsm: crate::attestation::nsm_choice(),
-            })
-        }
+        BackendArg::Vm => BackendChoice::Vm(vm_choice(
+            start.accel,
+            socket.parent().unwrap_or(Path::new(".")),
+        )),
     }
 }
 
