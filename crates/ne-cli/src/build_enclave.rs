@@ -34,11 +34,6 @@ pub const CMDLINE: &str = "console=ttyS0 quiet";
 /// The same for an arm64 kernel (QEMU `virt`'s PL011 UART).
 pub const CMDLINE_ARM64: &str = "console=ttyAMA0 quiet";
 
-/// Whether `kernel` is an arm64 `Image`: the magic `ARM\x64` at byte 0x38 of its header.
-pub fn is_arm64_image(kernel: &[u8]) -> bool {
-    kernel.get(0x38..0x3c) == Some(b"ARM\x64".as_slice())
-}
-
 /// Where the application's files come from.
 #[derive(Clone, Debug)]
 pub enum Source {
@@ -113,7 +108,7 @@ pub fn build(args: &BuildEnclave) -> Result<Value> {
             |s| s.to_string_lossy().into_owned(),
         )
     });
-    let arm64 = is_arm64_image(&kernel);
+    let arm64 = ne_eif::format::is_arm64_image(&kernel);
     let (eif, measurements) = EifBuilder {
         kernel,
         cmdline: if arm64 { CMDLINE_ARM64 } else { CMDLINE }.to_owned(),
@@ -285,15 +280,6 @@ mod tests {
             std::fs::write(modules.join(module), module.as_bytes()).unwrap();
         }
         (kernel, init, modules)
-    }
-
-    #[test]
-    fn test_an_arm64_image_is_recognised_by_its_header_magic() {
-        let mut image = vec![0u8; 0x40];
-        assert!(!is_arm64_image(&image));
-        image[0x38..0x3c].copy_from_slice(b"ARM\x64");
-        assert!(is_arm64_image(&image));
-        assert!(!is_arm64_image(&image[..0x3a]), "a truncated header");
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub const SECTION_HEADER_SIZE: usize = 12;
 pub const MAX_SECTIONS: usize = 32;
 /// Header flag: the kernel is for arm64.
 pub const FLAG_ARCH_ARM64: u16 = 0x1;
+
+/// Whether `kernel` is an arm64 `Image` (one an EIF marks with [`FLAG_ARCH_ARM64`]): the
+/// magic `ARM\x64` at byte 0x38 of its header.
+pub fn is_arm64_image(kernel: &[u8]) -> bool {
+    kernel.get(0x38..0x3c) == Some(b"ARM\x64".as_slice())
+}
 /// The default memory `eif_build` records (1 GiB); informational.
 pub const DEFAULT_MEM: u64 = 1 << 30;
 /// The default vCPU count `eif_build` records; informational.
@@ -202,4 +208,18 @@ fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
 /// Decodes a section header: type, flags, size.
 pub(crate) fn decode_section_header(bytes: &[u8]) -> (u16, u16, u64) {
     (be_u16(bytes, 0), be_u16(bytes, 2), be_u64(bytes, 4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_an_arm64_image_is_recognised_by_its_header_magic() {
+        let mut image = vec![0u8; 0x40];
+        assert!(!is_arm64_image(&image));
+        image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        assert!(is_arm64_image(&image));
+        assert!(!is_arm64_image(&image[..0x3a]), "a truncated header");
+    }
 }
