@@ -425,24 +425,12 @@ mod tests {
             .join(" ")
     }
 
-    #[test]
-    fn test_donated_runs_become_numa_nodes_on_the_files_at_their_offsets() {
-        let file = memfd();
-        let spec = VmSpec {
+    /// An x86-64 enclave of 2 vCPUs on `ram`, under TCG, with a vsock device.
+    fn spec(ram: EnclaveRam) -> VmSpec {
+        VmSpec {
             cid: 16,
             vcpus: 2,
-            ram: EnclaveRam::Donated(vec![
-                MemoryRun {
-                    file: Arc::clone(&file),
-                    offset: 512 * MIB,
-                    size: 64 * MIB,
-                },
-                MemoryRun {
-                    file: Arc::clone(&file),
-                    offset: 1024 * MIB,
-                    size: 64 * MIB,
-                },
-            ]),
+            ram,
             kernel: PathBuf::from("/k"),
             initrd: PathBuf::from("/i"),
             cmdline: "console=ttyS0".to_owned(),
@@ -451,7 +439,24 @@ mod tests {
             qmp: PathBuf::from("/q.sock"),
             accel: Accel::Tcg,
             arch: Arch::X86_64,
-        };
+        }
+    }
+
+    #[test]
+    fn test_donated_runs_become_numa_nodes_on_the_files_at_their_offsets() {
+        let file = memfd();
+        let spec = spec(EnclaveRam::Donated(vec![
+            MemoryRun {
+                file: Arc::clone(&file),
+                offset: 512 * MIB,
+                size: 64 * MIB,
+            },
+            MemoryRun {
+                file: Arc::clone(&file),
+                offset: 1024 * MIB,
+                size: 64 * MIB,
+            },
+        ]));
         let args = joined(&arguments(&qemu(), &spec));
         let fd = file.as_raw_fd();
         let pid = std::process::id();
@@ -471,17 +476,11 @@ mod tests {
     #[test]
     fn test_an_arm64_enclave_is_a_virt_machine() {
         let spec = VmSpec {
-            cid: 16,
-            vcpus: 2,
-            ram: EnclaveRam::Fresh { size: 512 * MIB },
             kernel: PathBuf::from("/Image"),
-            initrd: PathBuf::from("/i"),
             cmdline: "console=ttyAMA0".to_owned(),
-            vsock: Some(PathBuf::from("/v.sock")),
             nsm: Some(PathBuf::from("/n.sock")),
-            qmp: PathBuf::from("/q.sock"),
-            accel: Accel::Tcg,
             arch: Arch::Aarch64,
+            ..spec(EnclaveRam::Fresh { size: 512 * MIB })
         };
         let args = joined(&arguments(&qemu(), &spec));
         assert!(args.contains("-M virt,gic-version=max -accel tcg -cpu max,pauth-impdef=on -smp 2"));
@@ -492,17 +491,8 @@ mod tests {
     #[test]
     fn test_fresh_ram_is_one_shared_memfd_of_the_same_size() {
         let spec = VmSpec {
-            cid: 5,
-            vcpus: 1,
-            ram: EnclaveRam::Fresh { size: 64 * MIB },
-            kernel: PathBuf::from("/k"),
-            initrd: PathBuf::from("/i"),
-            cmdline: String::new(),
-            vsock: None,
-            nsm: None,
-            qmp: PathBuf::from("/q.sock"),
             accel: Accel::Kvm,
-            arch: Arch::X86_64,
+            ..spec(EnclaveRam::Fresh { size: 64 * MIB })
         };
         let old = Qemu {
             version: (7, 2),
