@@ -22,6 +22,7 @@
 )]
 
 mod build;
+pub mod cose;
 pub mod format;
 mod initramfs;
 mod measure;

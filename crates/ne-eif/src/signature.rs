@@ -48,7 +48,6 @@ struct PcrInfo {
 /// `certificate_pem`: a signature section as nitro-cli's `sign-eif` writes one (a
 /// COSE_Sign1, ES384, over PCR0's index and value).
 pub(crate) fn sign(pcr0: &Pcr, certificate_pem: &[u8], key_pem: &[u8]) -> Result<Vec<u8>, String> {
-    use p384::ecdsa::signature::Signer;
     use p384::pkcs8::DecodePrivateKey;
     let certificate = public_key(certificate_pem)?;
     let text = std::str::from_utf8(key_pem).map_err(|_| "the private key is not PEM text")?;
@@ -68,22 +67,10 @@ pub(crate) fn sign(pcr0: &Pcr, certificate_pem: &[u8], key_pem: &[u8]) -> Result
         &mut payload,
     )
     .map_err(|e| e.to_string())?;
-    let protected = coset::HeaderBuilder::new()
-        .algorithm(coset::iana::Algorithm::ES384)
-        .build();
-    let sign1 = coset::CoseSign1Builder::new()
-        .protected(protected)
-        .payload(payload)
-        .create_signature(&[], |tbs| {
-            let signature: p384::ecdsa::Signature = key.sign(tbs);
-            signature.to_bytes().to_vec()
-        })
-        .build();
     // Untagged, as nitro-cli writes it.
-    let cose = coset::CborSerializable::to_vec(sign1).map_err(|e| e.to_string())?;
     Ok(signature_section(&[PcrSignature {
         signing_certificate: certificate_pem.to_vec(),
-        signature: cose,
+        signature: crate::cose::sign_es384(payload, &key),
     }]))
 }
 
@@ -91,30 +78,12 @@ pub(crate) fn sign(pcr0: &Pcr, certificate_pem: &[u8], key_pem: &[u8]) -> Result
 /// certificate whose payload is PCR0's index and `pcr0`. `Err` says why it cannot be
 /// checked at all.
 pub(crate) fn verify(section: &[u8], pcr0: &Pcr) -> Result<bool, String> {
-    use coset::{CborSerializable, TaggedCborSerializable};
-    use p384::ecdsa::signature::Verifier;
     let signatures = signatures(section)?;
     let first = signatures.first().ok_or("it signs nothing")?;
     let key = public_key(&first.signing_certificate)?;
-    let sign1 = coset::CoseSign1::from_slice(&first.signature)
-        .or_else(|_| coset::CoseSign1::from_tagged_slice(&first.signature))
-        .map_err(|e| format!("the signature is not a COSE_Sign1: {e}"))?;
-    let algorithm = sign1.protected.header.alg.clone();
-    if algorithm
-        != Some(coset::RegisteredLabelWithPrivate::Assigned(
-            coset::iana::Algorithm::ES384,
-        ))
-    {
-        return Err(format!(
-            "the signature's algorithm is {algorithm:?}, not ES384"
-        ));
-    }
-    let signed = sign1
-        .verify_signature(&[], |signature, tbs| {
-            let signature = p384::ecdsa::Signature::from_slice(signature).map_err(|_| ())?;
-            key.verify(tbs, &signature).map_err(|_| ())
-        })
-        .is_ok();
+    let sign1 =
+        crate::cose::read_es384(&first.signature).map_err(|why| format!("the signature: {why}"))?;
+    let signed = crate::cose::signed_by(&sign1, &key);
     let payload: Option<PcrInfo> = sign1
         .payload
         .as_deref()

@@ -8,9 +8,7 @@
 use std::collections::BTreeMap;
 
 use aws_nitro_enclaves_nsm_api::api::{AttestationDoc, Digest};
-use coset::{iana, CborSerializable, CoseSign1Builder, HeaderBuilder};
-use p384::ecdsa::signature::Signer;
-use p384::ecdsa::{Signature, SigningKey};
+use p384::ecdsa::SigningKey;
 
 /// The most bytes of `user_data`, `nonce` or `public_key` a request may carry. AWS's
 /// attestation guide says 512 for user_data and nonce, but the hardware (and AWS's own
@@ -80,17 +78,5 @@ pub fn sign(
         fields.nonce,
         fields.public_key,
     );
-    let protected = HeaderBuilder::new()
-        .algorithm(iana::Algorithm::ES384)
-        .build();
-    let sign1 = CoseSign1Builder::new()
-        .protected(protected)
-        .payload(document.to_binary())
-        .create_signature(&[], |tbs| {
-            let signature: Signature = signing.key.sign(tbs);
-            signature.to_bytes().to_vec()
-        })
-        .build();
-    // Encoding a COSE_Sign1 built here cannot fail; an empty document would not verify.
-    sign1.to_vec().unwrap_or_default()
+    ne_eif::cose::sign_es384(document.to_binary(), signing.key)
 }

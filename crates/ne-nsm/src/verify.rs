@@ -8,9 +8,7 @@
 use std::time::Duration;
 
 use aws_nitro_enclaves_nsm_api::api::{AttestationDoc, Digest};
-use coset::{CborSerializable, CoseSign1, TaggedCborSerializable};
-use p384::ecdsa::signature::Verifier;
-use p384::ecdsa::{Signature, VerifyingKey};
+use p384::ecdsa::VerifyingKey;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_cert::der::Decode;
 use x509_cert::Certificate;
@@ -25,7 +23,7 @@ const MAX_CERTIFICATE_BYTES: usize = 1024;
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     /// Not a COSE_Sign1, or not ES384.
-    #[error("not a COSE_Sign1 attestation document: {0}")]
+    #[error("the document: {0}")]
     Structure(String),
     /// The payload is not a well-formed attestation document.
     #[error("the document's payload is malformed: {0}")]
@@ -53,16 +51,7 @@ fn payload(message: impl Into<String>) -> VerifyError {
 
 /// Verifies `bytes` against the root certificate `root_der`.
 pub fn verify(bytes: &[u8], root_der: &[u8]) -> Result<Verified, VerifyError> {
-    let sign1 = CoseSign1::from_slice(bytes)
-        .or_else(|_| CoseSign1::from_tagged_slice(bytes))
-        .map_err(|e| VerifyError::Structure(e.to_string()))?;
-    let es384 = coset::RegisteredLabelWithPrivate::Assigned(coset::iana::Algorithm::ES384);
-    if sign1.protected.header.alg != Some(es384) {
-        return Err(VerifyError::Structure(format!(
-            "the algorithm is {:?}, not ES384",
-            sign1.protected.header.alg
-        )));
-    }
+    let sign1 = ne_eif::cose::read_es384(bytes).map_err(VerifyError::Structure)?;
     let body = sign1
         .payload
         .as_deref()
@@ -80,12 +69,9 @@ pub fn verify(bytes: &[u8], root_der: &[u8]) -> Result<Verified, VerifyError> {
             .raw_bytes(),
     )
     .map_err(|_| VerifyError::Chain("the leaf's key is not a P-384 EC key".to_owned()))?;
-    sign1
-        .verify_signature(&[], |signature, tbs| {
-            let signature = Signature::from_slice(signature).map_err(|_| ())?;
-            key.verify(tbs, &signature).map_err(|_| ())
-        })
-        .map_err(|()| VerifyError::Signature)?;
+    if !ne_eif::cose::signed_by(&sign1, &key) {
+        return Err(VerifyError::Signature);
+    }
     let chain = chain
         .iter()
         .map(|certificate| certificate.tbs_certificate.subject.to_string())
