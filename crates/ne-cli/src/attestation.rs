@@ -152,12 +152,7 @@ fn expected_pcrs(args: &VerifyArgs) -> Result<BTreeMap<usize, Vec<u8>>> {
     let mut expected = BTreeMap::new();
     if let Some(path) = &args.eif {
         let bytes = read_eif(path, MAX_EIF_BYTES)?;
-        let eif = Eif::parse(&bytes).map_err(|e| {
-            CliError::new(
-                Code::EifParsing,
-                format!("{} is not a valid EIF: {e}", path.display()),
-            )
-        })?;
+        let eif = Eif::parse(&bytes).map_err(|e| crate::eif_cmds::not_an_eif(path, &e))?;
         let m = eif.measurements();
         expected.insert(0, m.pcr0.0.to_vec());
         expected.insert(1, m.pcr1.0.to_vec());

@@ -22,12 +22,7 @@ pub fn sign(
     output: Option<&Path>,
 ) -> Result<Value> {
     let bytes = read_eif(eif_path, MAX_EIF_BYTES)?;
-    let eif = Eif::parse(&bytes).map_err(|e| {
-        CliError::new(
-            Code::EifParsing,
-            format!("{} is not a valid EIF: {e}", eif_path.display()),
-        )
-    })?;
+    let eif = Eif::parse(&bytes).map_err(|e| not_an_eif(eif_path, &e))?;
     let pem = |path: &Path, what: &str| {
         read_regular(path, MAX_CERTIFICATE_BYTES, Code::FileOperation, what)
     };
@@ -165,16 +160,19 @@ pub fn build(args: &BuildArgs) -> Result<Value> {
     }))
 }
 
+/// E35: the file at `path` is not a valid EIF, and why.
+pub(crate) fn not_an_eif(path: &Path, error: &ne_eif::EifError) -> CliError {
+    CliError::new(
+        Code::EifParsing,
+        format!("{} is not a valid EIF: {error}", path.display()),
+    )
+}
+
 /// Validates an EIF and describes it.
 pub fn describe(path: &Path) -> Result<Value> {
     let bytes = read_eif(path, MAX_EIF_BYTES)?;
-    let eif = Eif::parse(&bytes).map_err(|e| {
-        CliError::new(
-            Code::EifParsing,
-            format!("{} is not a valid EIF: {e}", path.display()),
-        )
-        .hint("rebuild it with `nectl build-eif`")
-    })?;
+    let eif = Eif::parse(&bytes)
+        .map_err(|e| not_an_eif(path, &e).hint("rebuild it with `nectl build-eif`"))?;
     let metadata = eif
         .metadata()
         .ok()
